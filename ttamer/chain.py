@@ -1,0 +1,264 @@
+"""The chain model of a served cascade (SPEC §1) and its instance files.
+
+A chain has stages ``0 .. n-1`` (the SPEC numbers them 1..n; files and messages use the
+SPEC's 1-based numbers). Stage ``i`` has ``K_i`` observable states and a loss table
+``losses[i]`` of shape ``(K_i,)``. The state of stage 0 is drawn from ``initial`` (shape
+``(K_0,)``); the state of stage ``i+1`` is drawn from row ``s_i`` of ``transitions[i]``
+(shape ``(K_i, K_{i+1})``). Running stage ``i`` costs ``costs[i]`` (in the chain's cost unit);
+stage 0 is always run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ttamer.errors import FieldError
+
+FloatArray = NDArray[np.float64]
+
+ROW_SUM_TOLERANCE = 1e-9
+
+
+class ChainError(FieldError):
+    """Invalid chain input. ``field`` names the offending field as it appears in a file."""
+
+
+def _as_float_array(value: Any, field: str, ndim: int) -> FloatArray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ChainError(field, f"must be numeric ({exc})") from None
+    if arr.ndim != ndim:
+        shape = "a vector" if ndim == 1 else "a matrix (list of rows)"
+        raise ChainError(field, f"must be {shape}, got an array of shape {arr.shape}")
+    return arr
+
+
+def _check_finite_nonnegative(arr: FloatArray, field: str) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ChainError(field, f"entry {_fmt_index(where)} is not finite ({float(arr[where])})")
+    neg = arr < 0
+    if neg.any():
+        where = tuple(int(i) for i in np.argwhere(neg)[0])
+        raise ChainError(field, f"entry {_fmt_index(where)} is negative ({float(arr[where])})")
+
+
+def _fmt_index(where: tuple[int, ...]) -> str:
+    return "[" + "][".join(str(i) for i in where) + "]"
+
+
+def _check_distribution(arr: FloatArray, field: str) -> None:
+    """Rows of ``arr`` (or ``arr`` itself if 1-D) must be probability vectors."""
+    _check_finite_nonnegative(arr, field)
+    rows = arr.reshape(-1, arr.shape[-1])
+    sums = rows.sum(axis=1)
+    off = np.abs(sums - 1.0) > ROW_SUM_TOLERANCE
+    if off.any():
+        r = int(np.argmax(off))
+        what = f"row {r}" if arr.ndim == 2 else "the vector"
+        raise ChainError(field, f"{what} sums to {float(sums[r])!r}, not 1 (tolerance {ROW_SUM_TOLERANCE:g})")
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A validated chain. Build it with :meth:`Chain.build` (which validates)."""
+
+    losses: tuple[FloatArray, ...]
+    initial: FloatArray
+    transitions: tuple[FloatArray, ...]
+    costs: FloatArray
+    name: str = ""
+
+    @classmethod
+    def build(
+        cls,
+        losses: Sequence[ArrayLike],
+        initial: ArrayLike,
+        transitions: Sequence[ArrayLike],
+        costs: ArrayLike,
+        name: str = "",
+    ) -> Chain:
+        """Validate and freeze a chain; every error names its field (1-based stages)."""
+        if losses is None or len(losses) == 0:
+            raise ChainError("losses", "the chain is empty: at least one stage is needed")
+        n = len(losses)
+        loss_arrays = []
+        for i, raw in enumerate(losses):
+            field = f"losses[{i + 1}]"
+            arr = _as_float_array(raw, field, 1)
+            if arr.size == 0:
+                raise ChainError(field, "stage has no states")
+            _check_finite_nonnegative(arr, field)
+            loss_arrays.append(arr)
+        init = _as_float_array(initial, "initial", 1)
+        if init.shape != loss_arrays[0].shape:
+            raise ChainError(
+                "initial",
+                f"has {init.size} entries but stage 1 has {loss_arrays[0].size} states",
+            )
+        _check_distribution(init, "initial")
+        if len(transitions) != n - 1:
+            raise ChainError(
+                "transitions",
+                f"expected {n - 1} matrices (T_2..T_{n}) for {n} stages, got {len(transitions)}",
+            )
+        mats = []
+        for i, raw in enumerate(transitions):
+            field = f"transitions[{i + 2}]"
+            arr = _as_float_array(raw, field, 2)
+            want = (loss_arrays[i].size, loss_arrays[i + 1].size)
+            if arr.shape != want:
+                raise ChainError(
+                    field,
+                    f"has shape {arr.shape}, expected {want} "
+                    f"(states of stage {i + 1} x states of stage {i + 2})",
+                )
+            _check_distribution(arr, field)
+            mats.append(arr)
+        cost = _as_float_array(costs, "costs", 1)
+        if cost.size != n:
+            raise ChainError("costs", f"has {cost.size} entries for {n} stages")
+        _check_finite_nonnegative(cost, "costs")
+        for arr in (*loss_arrays, init, *mats, cost):
+            arr.setflags(write=False)
+        return cls(tuple(loss_arrays), init, tuple(mats), cost, str(name))
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.losses)
+
+    @property
+    def n_states(self) -> tuple[int, ...]:
+        return tuple(int(x.size) for x in self.losses)
+
+    def support(self) -> FloatArray:
+        """Sorted distinct loss values of all stages, with 0 prepended: shape (G,)."""
+        return np.unique(np.concatenate([np.zeros(1), *self.losses]))
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "losses": [x.tolist() for x in self.losses],
+            "initial": self.initial.tolist(),
+            "transitions": [t.tolist() for t in self.transitions],
+            "costs": self.costs.tolist(),
+            "name": self.name,
+        }
+
+
+def check_lambda(lam: ArrayLike, field: str = "lam") -> FloatArray:
+    """Trade-off weights as a 1-D float array, each in [0, 1]."""
+    try:
+        arr = np.atleast_1d(np.asarray(lam, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ChainError(field, f"must be a number in [0, 1], got {lam!r}") from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise ChainError(field, "must be a number or a non-empty vector of numbers")
+    bad = ~np.isfinite(arr) | (arr < 0) | (arr > 1)
+    if bad.any():
+        raise ChainError(field, f"must lie in [0, 1], got {float(arr[bad][0])!r}")
+    return arr
+
+
+# ---------------------------------------------------------------------------------- files
+
+
+def chain_from_json_dict(data: Any) -> Chain:
+    if not isinstance(data, dict):
+        raise ChainError("file", "a chain file holds one JSON object")
+    for key in ("losses", "initial", "costs"):
+        if key not in data:
+            raise ChainError(key, "is missing")
+    losses = data["losses"]
+    if not isinstance(losses, list):
+        raise ChainError("losses", "must be a list of per-stage loss lists")
+    transitions = data.get("transitions", [])
+    if not isinstance(transitions, list):
+        raise ChainError("transitions", "must be a list of matrices")
+    return Chain.build(losses, data["initial"], transitions, data["costs"], data.get("name", ""))
+
+
+def _read_npz(path: Path) -> Chain:
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise ChainError("file", f"{path} is not a readable .npz file ({exc})") from None
+    with npz:
+        keys = set(npz.files)
+        stages = sorted(int(k.split("_")[1]) for k in keys if k.startswith("losses_") and k[7:].isdigit())
+        if not stages:
+            raise ChainError("losses_1", "is missing (no losses_<i> arrays in the file)")
+        n = len(stages)
+        if stages != list(range(1, n + 1)):
+            raise ChainError("losses", f"stages must be numbered 1..{n}, found {stages}")
+        for key in ("initial", "costs", *(f"transitions_{i}" for i in range(2, n + 1))):
+            if key not in keys:
+                raise ChainError(key, "is missing")
+        name = str(npz["name"]) if "name" in keys else ""
+        return Chain.build(
+            [npz[f"losses_{i}"] for i in range(1, n + 1)],
+            npz["initial"],
+            [npz[f"transitions_{i}"] for i in range(2, n + 1)],
+            npz["costs"],
+            name,
+        )
+
+
+def load_chain(path: str | os.PathLike[str]) -> Chain:
+    """Read a chain from ``.json`` (SPEC §1.5) or ``.npz`` (``losses_1..n``, ``initial``,
+    ``transitions_2..n``, ``costs``, optional ``name``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ChainError("file", f"{p} does not exist")
+    if p.suffix == ".npz":
+        return _read_npz(p)
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ChainError("file", f"{p} is not valid JSON ({exc})") from None
+    return chain_from_json_dict(data)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_chain(chain: Chain, path: str | os.PathLike[str]) -> None:
+    """Write ``chain`` atomically as ``.json`` or ``.npz`` (chosen by the suffix)."""
+    p = Path(path)
+    if p.suffix == ".npz":
+        import io
+
+        arrays: dict[str, Any] = {f"losses_{i + 1}": x for i, x in enumerate(chain.losses)}
+        arrays.update({f"transitions_{i + 2}": t for i, t in enumerate(chain.transitions)})
+        arrays.update(initial=chain.initial, costs=chain.costs, name=np.array(chain.name))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(p, buf.getvalue())
+    else:
+        atomic_write_bytes(p, (json.dumps(chain.to_json_dict()) + "\n").encode())

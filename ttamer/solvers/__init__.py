@@ -1,0 +1,38 @@
+"""Exact solvers and evaluators for chains: pure numpy, no I/O."""
+
+from ttamer.solvers.evaluate import (
+    PolicyEvaluation,
+    evaluate_no_recall_solution,
+    evaluate_policy,
+    evaluate_recall_solution,
+    evaluate_stop_sets,
+)
+from ttamer.solvers.monte_carlo import MonteCarloResult, simulate
+from ttamer.solvers.no_recall import NoRecallSolution, solve_no_recall
+from ttamer.solvers.policy import Policy, StopSetPolicy, static_policy, threshold_policy
+from ttamer.solvers.prophet import solve_prophet
+from ttamer.solvers.recall import RecallIndexPolicy, RecallSolution, solve_recall
+from ttamer.solvers.threshold import best_threshold, evaluate_thresholds, threshold_candidates
+
+__all__ = [
+    "MonteCarloResult",
+    "NoRecallSolution",
+    "Policy",
+    "PolicyEvaluation",
+    "RecallIndexPolicy",
+    "RecallSolution",
+    "StopSetPolicy",
+    "best_threshold",
+    "evaluate_no_recall_solution",
+    "evaluate_policy",
+    "evaluate_recall_solution",
+    "evaluate_stop_sets",
+    "evaluate_thresholds",
+    "simulate",
+    "solve_no_recall",
+    "solve_prophet",
+    "solve_recall",
+    "static_policy",
+    "threshold_candidates",
+    "threshold_policy",
+]

@@ -1,0 +1,1 @@
+"""Studies: plain-Python experiments that turn typed configs into tidy result tables."""
