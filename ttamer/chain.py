@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ttamer.errors import FieldError
+from ttamer.fileio import atomic_write_bytes, open_npz
 
 FloatArray = NDArray[np.float64]
 
@@ -41,6 +41,13 @@ def _as_float_array(value: Any, field: str, ndim: int) -> FloatArray:
         shape = "a vector" if ndim == 1 else "a matrix (list of rows)"
         raise ChainError(field, f"must be {shape}, got an array of shape {arr.shape}")
     return arr
+
+
+def _frozen_copy(arr: FloatArray) -> FloatArray:
+    """A read-only copy, so that freezing never touches the caller's array."""
+    out = np.array(arr, dtype=np.float64, copy=True)
+    out.setflags(write=False)
+    return out
 
 
 def _check_finite_nonnegative(arr: FloatArray, field: str) -> None:
@@ -130,9 +137,8 @@ class Chain:
         if cost.size != n:
             raise ChainError("costs", f"has {cost.size} entries for {n} stages")
         _check_finite_nonnegative(cost, "costs")
-        for arr in (*loss_arrays, init, *mats, cost):
-            arr.setflags(write=False)
-        return cls(tuple(loss_arrays), init, tuple(mats), cost, str(name))
+        frozen = [_frozen_copy(a) for a in (*loss_arrays, init, *mats, cost)]
+        return cls(tuple(frozen[:n]), frozen[n], tuple(frozen[n + 1 : 2 * n]), frozen[-1], str(name))
 
     @property
     def n_stages(self) -> int:
@@ -189,11 +195,7 @@ def chain_from_json_dict(data: Any) -> Chain:
 
 
 def _read_npz(path: Path) -> Chain:
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ChainError("file", f"{path} is not a readable .npz file ({exc})") from None
-    with npz:
+    with open_npz(path, ChainError) as npz:
         keys = set(npz.files)
         stages = sorted(int(k.split("_")[1]) for k in keys if k.startswith("losses_") and k[7:].isdigit())
         if not stages:
@@ -227,25 +229,6 @@ def load_chain(path: str | os.PathLike[str]) -> Chain:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ChainError("file", f"{p} is not valid JSON ({exc})") from None
     return chain_from_json_dict(data)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_chain(chain: Chain, path: str | os.PathLike[str]) -> None:

@@ -1,6 +1,9 @@
-"""The plain command line: ``ttamer solve``.
+"""The plain command line: ``ttamer solve``, ``ttamer sweep``, ``ttamer import-frugalml`` and
+``ttamer import-csv``.
 
-Kept free of heavy imports (no pandas, matplotlib or Hydra) so that start-up stays short."""
+Kept free of heavy imports at the top (no pandas, matplotlib or Hydra; the trace commands import
+what they need inside) so that start-up stays short. Bad input is reported on one line naming
+the field or file, with exit code 2."""
 
 from __future__ import annotations
 
@@ -8,12 +11,14 @@ import argparse
 import json
 import math
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import numpy as np
 
 from ttamer.chain import Chain, ChainError, check_lambda, load_chain
+from ttamer.errors import FieldError
 
 POLICIES = ("recall", "no-recall", "prophet")
 
@@ -75,6 +80,143 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- traces
+
+
+def _load_trace_arg(path: str, option: str) -> Any:
+    """Load a trace file, turning any error into a one-line message naming the option and file."""
+    from ttamer.traces import TraceError, load_trace
+
+    try:
+        return load_trace(path)
+    except TraceError as exc:
+        msg = str(exc).removeprefix("file: ") if exc.field == "file" else f"{path}: {exc}"
+        raise UsageError(f"{option}: {msg}") from None
+
+
+def _write_out(path: str, data: bytes) -> None:
+    from ttamer.fileio import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise UsageError(f"--out: cannot write {path} ({exc.strerror or exc})") from None
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ttamer.fitting import FitConfig
+    from ttamer.sweep import SweepConfig, resolve_policies, run_sweep
+
+    t0 = time.perf_counter()
+    if args.fit is not None and args.splits is not None:
+        raise UsageError("--splits: does not apply with --fit (the fit trace is the one fit split)")
+    if args.policies is None:
+        from ttamer.policies import POLICIES
+
+        names: tuple[str, ...] = tuple(POLICIES)
+    else:
+        names = tuple(x.strip() for x in args.policies.split(",") if x.strip())
+    try:
+        fit_config = FitConfig(score=args.score, n_bins=args.bins, agreement=args.agreement)
+        config = SweepConfig(
+            policies=names,
+            n_splits=5 if args.splits is None else args.splits,
+            fit_fraction=args.fit_fraction,
+            seed=args.seed,
+            fit_config=fit_config,
+            progress=not args.no_progress,
+        )
+        resolve_policies(config.policies)  # unknown names fail before any trace is read
+    except FieldError as exc:
+        message = str(exc).removeprefix(f"{exc.field}: ")
+        raise UsageError(f"--{_OPTION.get(exc.field, exc.field)}: {message}") from None
+    trace = _load_trace_arg(args.trace, "TRACE")
+    fit_trace = None
+    if args.fit is not None:
+        fit_trace = _load_trace_arg(args.fit, "--fit")
+        if fit_trace.n_stages != trace.n_stages:
+            raise UsageError(
+                f"--fit: {args.fit} has {fit_trace.n_stages} stages but {args.trace} has {trace.n_stages}"
+            )
+    try:
+        df = run_sweep(trace, config, fit_trace=fit_trace)
+    except FieldError as exc:
+        raise UsageError(f"{args.trace}: {exc}") from None
+    _write_out(args.out, df.to_csv(index=False).encode())
+    n_pol = df["policy"].nunique()
+    n_split = df["split"].nunique()
+    where = f"fitted on {args.fit}" if args.fit is not None else f"{n_split} random fit/test splits"
+    print(
+        f"wrote {len(df)} rows to {args.out}: {n_pol} policies, {where}, "
+        f"{int(df['n_test'].iloc[0])} test samples, cost in {trace.cost_unit or 'trace units'}, "
+        f"{time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    return 0
+
+
+_OPTION = {"n_bins": "bins", "n_splits": "splits", "fit_fraction": "fit-fraction"}
+
+
+def _summarise_trace(trace: Any, out: str, seconds: float) -> str:
+    acc = trace.correct.mean(axis=0)
+    stages = ", ".join(
+        f"{name} (cost {c:g}, acc {a:.3f})"
+        for name, c, a in zip(trace.stage_names, trace.cost, acc, strict=True)
+    )
+    unit = f" [{trace.cost_unit}]" if trace.cost_unit else ""
+    return (
+        f"wrote {out}: {trace.n_samples} samples, {trace.n_stages} stages{unit}: {stages} in {seconds:.2f} s"
+    )
+
+
+def _save_trace_out(trace: Any, out: str) -> None:
+    from ttamer.traces import save_trace
+
+    try:
+        save_trace(trace, out)  # atomic
+    except OSError as exc:
+        raise UsageError(f"--out: cannot write {out} ({exc.strerror or exc})") from None
+
+
+def _cmd_import_frugalml(args: argparse.Namespace) -> int:
+    from ttamer.importers.frugalml import import_frugalml
+    from ttamer.traces import TraceError
+
+    t0 = time.perf_counter()
+    try:
+        trace = import_frugalml(args.folder)
+    except TraceError as exc:
+        raise UsageError(
+            f"DIR: {str(exc).removeprefix('file: ')}" if exc.field == "file" else str(exc)
+        ) from None
+    _save_trace_out(trace, args.out)
+    print(_summarise_trace(trace, args.out, time.perf_counter() - t0), flush=True)
+    return 0
+
+
+def _cmd_import_csv(args: argparse.Namespace) -> int:
+    from ttamer.importers.csv_trace import import_csv
+    from ttamer.traces import TraceError
+
+    t0 = time.perf_counter()
+    costs = None
+    if args.costs is not None:
+        try:
+            costs = [float(x) for x in args.costs.split(",")]
+        except ValueError:
+            raise UsageError(f"--costs: expected comma-separated numbers, got {args.costs!r}") from None
+    try:
+        trace = import_csv(args.file, costs=costs, cost_unit=args.cost_unit)
+    except TraceError as exc:
+        raise UsageError(
+            f"FILE: {str(exc).removeprefix('file: ')}" if exc.field == "file" else f"{args.file}: {exc}"
+        ) from None
+    _save_trace_out(trace, args.out)
+    print(_summarise_trace(trace, args.out, time.perf_counter() - t0), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ttamer", description="T-Tamer: optimal stopping with recall for cascades.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -92,6 +234,70 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--lam", type=str, required=True, help="trade-off weight in [0, 1]")
     solve.add_argument("--policy", choices=POLICIES, default="recall")
     solve.set_defaults(func=_cmd_solve)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="score trace policies on fit/test splits of a trace; writes a tidy CSV",
+        description=(
+            "Fit every policy on a fit split and score it on the disjoint test split of TRACE "
+            "(R random splits), or fit on the separate trace FIT and score on all of TRACE. Writes "
+            "one row per (split, policy, knob value) with the columns policy, knob, knob_name, "
+            "accuracy, error_rate, mean_cost, normalized_cost, split, n_test, cost_unit."
+        ),
+    )
+    sweep.add_argument("trace", help="trace file (.npz) to score on")
+    sweep.add_argument("--out", required=True, help="results CSV (written atomically)")
+    sweep.add_argument(
+        "--fit", default=None, help="separate trace to fit on (then split = 0, no random split)"
+    )
+    sweep.add_argument(
+        "--policies", default=None, help="comma-separated policy names (default: every registered policy)"
+    )
+    sweep.add_argument("--splits", type=int, default=None, help="random fit/test splits R (default 5)")
+    sweep.add_argument("--fit-fraction", type=float, default=0.5, help="share of samples fitted on (0.5)")
+    sweep.add_argument("--seed", type=int, default=0, help="seed of the random splits (0)")
+    sweep.add_argument(
+        "--bins", type=int, default=10, help="quantile bins per stage for the fitted chain (10)"
+    )
+    sweep.add_argument(
+        "--score",
+        choices=("max_softmax", "entropy", "margin"),
+        default="max_softmax",
+        help="score binned into the chain's states",
+    )
+    sweep.add_argument(
+        "--agreement", action="store_true", help="add agreement with the previous stage to the state"
+    )
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    frugal = sub.add_parser(
+        "import-frugalml",
+        help="turn a FrugalML dataset folder into a trace",
+        description=(
+            "Read a FrugalML folder (meta.csv and Model<m>_{PredictedLabel,Confidence,TrueLabel}.txt) "
+            "into a trace: models ordered by price, cost = price per 10k calls."
+        ),
+    )
+    frugal.add_argument("folder", help="e.g. .../frugalml/mlserviceperformance_IMDB")
+    frugal.add_argument("--out", required=True, help="trace file (.npz), written atomically")
+    frugal.set_defaults(func=_cmd_import_frugalml)
+
+    csv = sub.add_parser(
+        "import-csv",
+        help="turn a long CSV (sample, stage, label, pred, conf[, cost, p0..]) into a trace",
+        description=(
+            "Read a CSV with one row per (sample, stage) and the columns sample, stage, label, pred, "
+            "conf; optional cost (per stage), stage_name, cost_unit and p0..p{C-1} (probabilities)."
+        ),
+    )
+    csv.add_argument("file", help="CSV file")
+    csv.add_argument("--out", required=True, help="trace file (.npz), written atomically")
+    csv.add_argument(
+        "--costs", default=None, help="comma-separated cost per stage (replaces the cost column)"
+    )
+    csv.add_argument("--cost-unit", default=None, help="cost unit (replaces the cost_unit column)")
+    csv.set_defaults(func=_cmd_import_csv)
     return parser
 
 
@@ -99,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
-    except (UsageError, ChainError) as exc:
+    except (UsageError, FieldError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

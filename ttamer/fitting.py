@@ -1,5 +1,7 @@
 """Fitting a chain from a trace (SPEC §2): states are bins of a per-stage score, losses are
-smoothed per-bin error rates, transitions are smoothed counts, costs come from the trace.
+smoothed per-bin error rates, transitions are smoothed counts, costs come from the trace,
+divided by the full chain's cost (so lam means the same on every trace; any other cost scale
+is the same family of trade-offs under another lam).
 
 The state of stage ``i`` of a sample is the quantile bin of its score among the fit samples
 (``B`` bins per stage; tied quantiles are merged, so a stage may have fewer states). With
@@ -108,7 +110,9 @@ def fit_chain(trace: Trace, config: FitConfig) -> FittedChain:
         counts = np.zeros((n_states[i], n_states[i + 1]))
         np.add.at(counts, (states[:, i], states[:, i + 1]), 1.0)
         trans.append(_normalise(counts + a))
-    chain = Chain.build(losses, initial, trans, trace.cost, name="fitted")
+    total = float(trace.cost.sum())
+    costs = trace.cost / total if total > 0 else trace.cost
+    chain = Chain.build(losses, initial, trans, costs, name="fitted")
     return FittedChain(chain, edges, config)
 
 

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from numpy.typing import NDArray
 
-from ttamer.chain import atomic_write_bytes
+from ttamer.fileio import atomic_write_bytes
 
 FloatArray = NDArray[np.float64]
 

@@ -19,24 +19,33 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ttamer.chain import atomic_write_bytes
+from ttamer.errors import FieldError
+from ttamer.fileio import atomic_write_bytes
+from ttamer.fitting import FitConfig
+from ttamer.importers import import_frugalml
 from ttamer.logging_wandb import ExperimentLogger, LoggerConfig
 from ttamer.plotting import plot_lower_bound, plot_pareto, plot_ratio_distribution
+from ttamer.plotting_traces import plot_trace_pareto
 from ttamer.studies.synthetic_study import (
     SyntheticStudyConfig,
     ratio_summary,
     run_synthetic_study,
     summary_metrics,
 )
+from ttamer.studies.trace_study import TraceStudyConfig, run_trace_study
+from ttamer.sweep import SweepConfig
+from ttamer.traces import Trace
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +118,61 @@ def run_synthetic(cfg: DictConfig, out: Path, tracker: ExperimentLogger) -> dict
     return metrics
 
 
+def resolve_data_path(path: str) -> Path:
+    """A data path from the config; relative paths are taken from the launch folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(hydra.utils.get_original_cwd()) / p
+
+
+def trace_study_config(cfg: DictConfig) -> TraceStudyConfig:
+    """The typed trace-study config from the composed ``workload``, ``policy`` and ``seed``."""
+    w = cfg.workload
+    fit = FitConfig(**OmegaConf.to_container(w.fit, resolve=True))  # type: ignore[arg-type]
+    sweep = SweepConfig(
+        policies=tuple(str(p) for p in cfg.policy.trace),
+        n_splits=int(w.n_splits),
+        fit_fraction=float(w.fit_fraction),
+        seed=int(cfg.seed),
+        fit_config=fit,
+        progress=bool(cfg.get("progress", True)),
+    )
+    reference = str(w.reference)
+    if reference not in ("best_stage", "last_stage"):
+        raise ValueError(f"workload.reference: must be best_stage or last_stage, got {reference!r}")
+    return TraceStudyConfig(sweep, reference, tuple(float(d) for d in w.deltas))  # type: ignore[arg-type]
+
+
+def run_trace_workload(
+    trace: Trace, tag: str, cfg: DictConfig, out: Path, tracker: ExperimentLogger
+) -> dict[str, float]:
+    """Sweep every policy on ``trace``; write ``<tag>_points.csv``, ``<tag>_summary.csv``,
+    ``<tag>_hulls.csv`` and ``fig_<tag>.png``; return headline metrics."""
+    result = run_trace_study(trace, trace_study_config(cfg))
+    for key in ("points", "summary", "hulls"):
+        table = getattr(result, key)
+        write_csv(table, out / f"{tag}_{key}.csv")
+        tracker.log_table(f"tables/{key}", table)
+    title = f"{tag}: {trace.n_samples} samples, {trace.n_stages} stages"
+    fig = plot_trace_pareto(result.points, out / f"fig_{tag}.png", title, trace.cost_unit, trace.stage_names)
+    tracker.log_image("figures/pareto", fig)
+    summary = result.summary
+    values = summary["mean"].to_numpy(dtype=np.float64)
+    keys = (summary["policy"] + "/" + summary["metric"]).tolist()
+    metrics = {k: float(v) for k, v in zip(keys, values, strict=True) if np.isfinite(v)}
+    tracker.log_metrics(metrics)
+    log.info("%s summary:\n%s", tag, result.summary.to_string(index=False))
+    return metrics
+
+
+def run_frugalml(cfg: DictConfig, out: Path, tracker: ExperimentLogger) -> dict[str, float]:
+    """The FrugalML model cascade of one dataset (``workload.dataset``)."""
+    trace = import_frugalml(resolve_data_path(str(cfg.workload.folder)))
+    return run_trace_workload(trace, f"frugalml_{str(cfg.workload.dataset).lower()}", cfg, out, tracker)
+
+
 WORKLOADS: dict[str, Callable[[DictConfig, Path, ExperimentLogger], dict[str, float]]] = {
     "synthetic": run_synthetic,
+    "frugalml": run_frugalml,
 }
 
 
@@ -122,8 +184,12 @@ def main(cfg: DictConfig) -> None:
     if name not in WORKLOADS:
         raise ValueError(f"workload.name: unknown workload {name!r}; choose from {sorted(WORKLOADS)}")
     container: Any = OmegaConf.to_container(cfg, resolve=True)
-    with ExperimentLogger(logger_config(cfg.logger)).start(container) as tracker:
-        metrics = WORKLOADS[name](cfg, out, tracker)
+    try:
+        with ExperimentLogger(logger_config(cfg.logger)).start(container) as tracker:
+            metrics = WORKLOADS[name](cfg, out, tracker)
+    except FieldError as exc:  # bad input: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     log.info("wrote results to %s (%d metrics)", out, len(metrics))
 
 

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ttamer.chain import atomic_write_bytes
 from ttamer.errors import FieldError
+from ttamer.fileio import atomic_write_bytes, open_npz
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -90,9 +90,9 @@ class Trace:
         n_classes = prb.shape[2] if prb is not None else None
         _check_classes(lab, "labels", n_classes)
         _check_classes(prd, "pred", n_classes)
-        for arr in (lab, prd, cnf, cst) + ((prb,) if prb is not None else ()):
-            arr.setflags(write=False)
-        return cls(lab, prd, cnf, cst, names, str(cost_unit), prb, dict(meta or {}))
+        frozen = [_frozen_copy(a) for a in (lab, prd, cnf, cst)]
+        prb = None if prb is None else _frozen_copy(prb)
+        return cls(frozen[0], frozen[1], frozen[2], frozen[3], names, str(cost_unit), prb, dict(meta or {}))
 
     @property
     def n_samples(self) -> int:
@@ -116,6 +116,13 @@ class Trace:
         """The samples ``idx`` (no re-validation needed)."""
         probs = None if self.probs is None else self.probs[idx]
         return replace(self, labels=self.labels[idx], pred=self.pred[idx], conf=self.conf[idx], probs=probs)
+
+
+def _frozen_copy(arr: NDArray[Any]) -> NDArray[Any]:
+    """A read-only copy, so that freezing never touches the caller's array."""
+    out = np.array(arr, copy=True)
+    out.setflags(write=False)
+    return out
 
 
 def _int_array(value: Any, name: str, ndim: int) -> IntArray:
@@ -223,13 +230,7 @@ def save_trace(trace: Trace, path: str | os.PathLike[str]) -> None:
 def load_trace(path: str | os.PathLike[str]) -> Trace:
     """Read and validate a trace ``.npz``."""
     p = Path(path)
-    if not p.is_file():
-        raise TraceError("file", f"{p} does not exist")
-    try:
-        npz = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise TraceError("file", f"{p} is not a readable .npz file ({exc})") from None
-    with npz:
+    with open_npz(p, TraceError) as npz:
         keys = set(npz.files)
         for key in ("labels", "pred", "conf", "cost"):
             if key not in keys:

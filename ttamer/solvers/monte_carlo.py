@@ -43,7 +43,8 @@ def _draw(cum_rows: FloatArray, rows: IntArray, rng: np.random.Generator) -> Int
     out = np.empty(rows.size, dtype=np.int64)
     for r in np.unique(rows):  # loop over distinct rows (states), not samples
         sel = rows == r
-        out[sel] = np.searchsorted(cum_rows[r], u[sel], side="right")
+        # scale u by the row total: rows may sum to 1 only within the validation tolerance
+        out[sel] = np.searchsorted(cum_rows[r], u[sel] * cum_rows[r, -1], side="right")
     return np.minimum(out, cum_rows.shape[1] - 1)
 
 

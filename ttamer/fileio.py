@@ -1,0 +1,45 @@
+"""Files: atomic writes (temporary file in the same folder, then a rename) and ``.npz`` reading
+without pickle."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttamer.errors import FieldError
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
+    reader never sees a partial file; permissions follow the umask."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def open_npz(path: str | os.PathLike[str], error: type[FieldError] = FieldError) -> Any:
+    """``np.load`` of an existing ``.npz`` without pickle; a missing or unreadable file raises
+    ``error("file", ...)``. Use it as a context manager."""
+    p = Path(path)
+    if not p.is_file():
+        raise error("file", f"{p} does not exist")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise error("file", f"{p} is not a readable .npz file ({exc})") from None

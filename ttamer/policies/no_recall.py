@@ -1,0 +1,39 @@
+"""``no_recall``: the optimal stopping policy (SPEC §1.2) replayed on a trace; knob = lam.
+
+Stop at the first stage whose fitted state lies in the optimal stop set for ``lam``, and return
+that stage (no recall): the best any recall-free rule can do on the fitted chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ttamer.chain import Chain
+from ttamer.policies.base import Decisions, ScoringContext, first_true
+from ttamer.policies.grids import LambdaSweep
+from ttamer.solvers.no_recall import solve_no_recall
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+def no_recall_decisions(chain: Chain, states: IntArray, lams: FloatArray) -> Decisions:
+    """Optimal-stopping decisions for samples in ``states`` (N, n), for every ``lam`` (L,)."""
+    sol = solve_no_recall(chain, lams)
+    cond = np.stack([sol.stop[i][:, states[:, i]] for i in range(states.shape[1])], axis=-1)  # (L, N, n)
+    stop = first_true(cond)
+    return Decisions(lams, stop, stop)
+
+
+@dataclass(frozen=True)
+class NoRecallPolicy(LambdaSweep):
+    """The optimal recall-free policy of the chain fitted on the fit split."""
+
+    name = "no_recall"
+    knob_name = "lam"
+
+    def decide(self, ctx: ScoringContext) -> Decisions:
+        return no_recall_decisions(ctx.fitted.chain, ctx.test_states, self.lambdas())

@@ -1,0 +1,54 @@
+"""A trace study (SPEC §2): score every policy on repeated fit/test splits of one trace and
+summarise the Pareto metrics. Plain library code: the Hydra workloads call it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+
+from ttamer.pareto import DEFAULT_DELTAS, hull_table, summarise
+from ttamer.sweep import SweepConfig, run_sweep
+from ttamer.traces import Trace
+
+
+@dataclass(frozen=True)
+class TraceStudyConfig:
+    """``sweep``: policies, splits, fitting. ``reference``: the accuracy that savings are
+    measured at, ``"best_stage"`` (the most accurate single stage) or ``"last_stage"``.
+    ``deltas``: accuracy points below the reference at which the cost is also reported."""
+
+    sweep: SweepConfig
+    reference: Literal["best_stage", "last_stage"] = "best_stage"
+    deltas: tuple[float, ...] = DEFAULT_DELTAS
+
+
+@dataclass(frozen=True)
+class TraceStudyResult:
+    """``points``: the tidy sweep table; ``summary``: policy x metric with error bars over
+    splits; ``hulls``: the upper-hull vertices of every policy and split."""
+
+    points: pd.DataFrame
+    summary: pd.DataFrame
+    hulls: pd.DataFrame
+
+
+def run_trace_study(trace: Trace, config: TraceStudyConfig) -> TraceStudyResult:
+    points = run_sweep(trace, config.sweep)
+    summary = summarise(points, reference=config.reference, deltas=config.deltas)
+    return TraceStudyResult(points, summary, hull_table(points))
+
+
+def headline(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One metric per policy as ``mean ± half-width of the 95% interval`` plus unreached splits."""
+    rows = summary[summary["metric"] == metric].set_index("policy")
+    half = (rows["ci95_high"] - rows["ci95_low"]) / 2.0
+    return pd.DataFrame(
+        {
+            "mean": rows["mean"],
+            "ci95_half_width": half,
+            "n_splits": rows["n_splits"],
+            "n_unreached": rows["n_unreached"],
+        }
+    )

@@ -1,0 +1,185 @@
+"""Score trace policies on fit/test splits of a trace (SPEC §2): the tidy results table.
+
+Each policy is tuned (and the chain fitted) on a fit split and scored on the disjoint test split.
+Either a separate fit trace is given (the policies are fitted on all of it and scored on all of
+the scored trace: ``split = 0``), or ``n_splits`` random splits of the one trace give error bars
+(split ``r`` is the ``r``-th of :func:`ttamer.traces.repeated_splits`).
+
+One row per (split, policy, knob value):
+
+================== ===========================================================================
+``policy``         the policy's name
+``knob``           the knob value (lam, threshold, K, stage, budget, ... per policy)
+``knob_name``      what the knob is
+``accuracy``       accuracy of the returned predictions on the test split
+``error_rate``     1 - accuracy
+``mean_cost``      mean cost per test sample, in ``cost_unit``
+``normalized_cost`` ``mean_cost`` over the full chain's cost
+``split``          the split index (0 with a fit trace)
+``n_test``         test samples
+``cost_unit``      the trace's cost unit
+================== ===========================================================================
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ttamer.errors import FieldError
+from ttamer.fitting import FitConfig
+from ttamer.policies.base import Decisions, ScoringContext, TracePolicy, score_decisions
+from ttamer.traces import Trace, TraceError, repeated_splits
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+COLUMNS = (
+    "policy",
+    "knob",
+    "knob_name",
+    "accuracy",
+    "error_rate",
+    "mean_cost",
+    "normalized_cost",
+    "split",
+    "n_test",
+    "cost_unit",
+)
+
+DEFAULT_POLICIES = (
+    "recall",
+    "no_recall",
+    "max_softmax",
+    "entropy",
+    "patience",
+    "per_stage_threshold",
+    "threshold_with_recall",
+    "static",
+    "oracle",
+)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to sweep.
+
+    ``policies``: registry names (:data:`ttamer.policies.POLICIES`) or policy objects.
+    ``n_splits``: random fit/test splits (ignored when a fit trace is given).
+    ``fit_fraction``: share of the samples in each fit split. ``seed``: the splits' seed.
+    ``fit_config``: how the chain is fitted. ``progress``: show a progress bar (only on a TTY)."""
+
+    policies: tuple[str | TracePolicy, ...] = DEFAULT_POLICIES
+    n_splits: int = 5
+    fit_fraction: float = 0.5
+    seed: int = 0
+    fit_config: FitConfig = field(default_factory=FitConfig)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.policies, str):
+            raise FieldError("policies", "must be a sequence of policy names, not one string")
+        object.__setattr__(self, "policies", tuple(self.policies))
+        if not self.policies:
+            raise FieldError("policies", "no policy given")
+        if int(self.n_splits) != self.n_splits or self.n_splits < 1:
+            raise FieldError("n_splits", f"must be a positive integer, got {self.n_splits}")
+        if not 0.0 < self.fit_fraction < 1.0:
+            raise FieldError("fit_fraction", f"must lie strictly between 0 and 1, got {self.fit_fraction}")
+
+
+def resolve_policies(policies: tuple[str | TracePolicy, ...]) -> list[TracePolicy]:
+    """Policy objects for registry names (objects pass through); unknown or repeated names are
+    refused with a :class:`FieldError` on ``policies``."""
+    from ttamer.policies import make_policy
+
+    out = [make_policy(p) if isinstance(p, str) else p for p in policies]
+    names = [p.name for p in out]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise FieldError("policies", f"policy named more than once: {', '.join(dups)}")
+    return out
+
+
+def run_sweep(
+    trace: Trace,
+    config: SweepConfig,
+    fit_trace: Trace | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> pd.DataFrame:
+    """Score every policy of ``config`` on ``trace``; one tidy row per (split, policy, knob).
+
+    With ``fit_trace``, every policy is fitted on it and scored on all of ``trace`` (split 0);
+    otherwise on ``config.n_splits`` random fit/test splits of ``trace``. ``on_result`` (if
+    given) receives each (split, policy) block as a dict of columns, e.g. for logging."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    policies = resolve_policies(config.policies)
+    if fit_trace is not None:
+        if fit_trace.n_stages != trace.n_stages:
+            raise TraceError(
+                "pred",
+                f"the fit trace has {fit_trace.n_stages} stages but the scored trace has {trace.n_stages}",
+            )
+        fixed = fit_trace, trace
+
+        def split(r: int) -> tuple[Trace, Trace]:
+            return fixed
+
+        n_splits = 1
+    else:
+        index_splits = repeated_splits(trace.n_samples, config.n_splits, config.fit_fraction, config.seed)
+        n_splits = len(index_splits)
+
+        def split(r: int) -> tuple[Trace, Trace]:
+            fit_idx, test_idx = index_splits[r]
+            return trace.subset(fit_idx), trace.subset(test_idx)
+
+    show = config.progress and sys.stderr.isatty()
+    blocks: list[dict[str, Any]] = []
+    with tqdm(total=n_splits * len(policies), desc="sweep", unit="policy", disable=not show) as bar:
+        for r in range(n_splits):
+            fit, test = split(r)
+            ctx = ScoringContext(fit, test, config.fit_config)
+            for policy in policies:
+                bar.set_postfix_str(f"split {r} {policy.name}", refresh=False)
+                decisions = policy.decide(ctx)
+                _check_decisions(decisions, policy, test)
+                s = score_decisions(decisions, test)
+                m = s.knobs.size
+                block = {
+                    "policy": np.full(m, policy.name, dtype=object),
+                    "knob": np.asarray(s.knobs, dtype=np.float64),
+                    "knob_name": np.full(m, policy.knob_name, dtype=object),
+                    "accuracy": s.accuracy,
+                    "error_rate": 1.0 - s.accuracy,
+                    "mean_cost": s.mean_cost,
+                    "normalized_cost": s.normalized_cost,
+                    "split": np.full(m, r, dtype=np.int64),
+                    "n_test": np.full(m, test.n_samples, dtype=np.int64),
+                    "cost_unit": np.full(m, trace.cost_unit, dtype=object),
+                }
+                blocks.append(block)
+                if on_result is not None:
+                    on_result(block)
+                bar.update(1)
+    columns = {c: np.concatenate([b[c] for b in blocks]) for c in COLUMNS}
+    return pd.DataFrame(columns, columns=list(COLUMNS))
+
+
+def _check_decisions(d: Decisions, policy: TracePolicy, test: Trace) -> None:
+    """A policy must return (M, N) stage indices with 0 <= returned <= stop < n."""
+    m = np.asarray(d.knobs).reshape(-1).size
+    shape = (m, test.n_samples)
+    if d.stop.shape != shape or d.returned.shape != shape:
+        got = f"stop {d.stop.shape} / returned {d.returned.shape}"
+        raise ValueError(f"policy {policy.name!r} returned {got}, expected {shape}")
+    if (d.stop < 0).any() or (d.stop >= test.n_stages).any():
+        raise ValueError(f"policy {policy.name!r} stops at a stage outside 0..{test.n_stages - 1}")
+    if (d.returned < 0).any() or (d.returned > d.stop).any():
+        raise ValueError(f"policy {policy.name!r} returns a stage it did not run")
