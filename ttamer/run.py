@@ -170,9 +170,50 @@ def run_frugalml(cfg: DictConfig, out: Path, tracker: ExperimentLogger) -> dict[
     return run_trace_workload(trace, f"frugalml_{str(cfg.workload.dataset).lower()}", cfg, out, tracker)
 
 
+def run_model_workload(cfg: DictConfig, out: Path, tracker: ExperimentLogger) -> dict[str, float]:
+    """A workload that produces its trace from a real model (``ttamer.workloads``): the trace
+    comes from the cache when the same ``workload`` config made it before (``recompute=true``
+    forces a rebuild), then every policy is swept on it."""
+    from ttamer.workloads.cache import cached_trace
+    from ttamer.workloads.registry import producer
+
+    name = str(cfg.workload.name)
+    config: dict[str, Any] = OmegaConf.to_container(cfg.workload, resolve=True)  # type: ignore[assignment]
+    config = {k: v for k, v in config.items() if k not in ("cache_dir", "recompute")}
+    config["seed"] = int(cfg.seed)
+    cache_dir = resolve_data_path(str(cfg.workload.get("cache_dir", ".cache/ttamer/traces")))
+    produce = producer(name)
+    trace, reused = cached_trace(
+        name, config, lambda: produce(config, out), cache_dir, bool(cfg.workload.get("recompute", False))
+    )
+    log.info("%s trace: %d samples, %d stages (%s)", name, trace.n_samples, trace.n_stages,
+             "reused from cache" if reused else "computed")  # fmt: skip
+    _write_latency(trace, name, out)
+    return run_trace_workload(trace, name, cfg, out, tracker)
+
+
+def _write_latency(trace: Trace, name: str, out: Path) -> None:
+    """The trace's measured latency table as a CSV named like timm's benchmark files."""
+    from ttamer.workloads.latency import benchmark_filename
+    from ttamer.workloads.trace_from_model import latency_table_from_trace
+
+    table = latency_table_from_trace(trace)
+    if table.empty:
+        return
+    env = {k[4:]: v for k, v in trace.meta.items() if k.startswith("env_")}
+    table.insert(1, "stage_name", [trace.stage_names[int(s) - 1] for s in table["stage"]])
+    for key, value in env.items():
+        table[key] = value
+    write_csv(table, out / benchmark_filename(name, env))
+
+
 WORKLOADS: dict[str, Callable[[DictConfig, Path, ExperimentLogger], dict[str, float]]] = {
     "synthetic": run_synthetic,
     "frugalml": run_frugalml,
+    **{
+        name: run_model_workload
+        for name in ("digits", "fashion_mnist", "sst2_minilm", "glue_hf", "imagenet_timm")
+    },
 }
 
 

@@ -1,0 +1,58 @@
+"""The trace cache: expensive model outputs saved under a name derived from the config that
+produced them, written atomically, reused on rerun, rebuilt when missing, unreadable or made by
+another config, and recomputed on request."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ttamer.errors import FieldError
+from ttamer.traces import Trace, load_trace, save_trace
+
+log = logging.getLogger(__name__)
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """16 hex digits of the SHA-256 of the config as canonical JSON."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_path(cache_dir: str | Path, name: str, config: Mapping[str, Any]) -> Path:
+    return Path(cache_dir) / f"{name}-{config_key(config)}.npz"
+
+
+def cached_trace(
+    name: str,
+    config: Mapping[str, Any],
+    produce: Callable[[], Trace],
+    cache_dir: str | Path,
+    recompute: bool = False,
+) -> tuple[Trace, bool]:
+    """The trace for ``config``: from the cache when valid, else ``produce()`` (then cached).
+
+    Returns ``(trace, reused)``. The file is ``<cache_dir>/<name>-<config key>.npz``; the trace's
+    ``meta`` records the key and the config, and a file whose key does not match is rebuilt."""
+    key = config_key(config)
+    path = cache_path(cache_dir, name, config)
+    if path.exists() and not recompute:
+        try:
+            trace = load_trace(path)
+            if trace.meta.get("cache_key") == key:
+                log.info("reusing cached trace %s", path)
+                return trace, True
+            log.warning("cached trace %s was made by another config: rebuilding", path)
+        except (FieldError, OSError, ValueError, KeyError) as exc:
+            log.warning("cached trace %s is unreadable (%s): rebuilding", path, exc)
+    trace = produce()
+    meta = {**trace.meta, "cache_key": key, "config": json.dumps(config, sort_keys=True, default=str)}
+    trace = replace(trace, meta=meta)
+    save_trace(trace, path)
+    log.info("cached trace %s", path)
+    return trace, False
