@@ -34,6 +34,7 @@ def _curves(ax: Axes, curve: pd.DataFrame, policies: Sequence[str]) -> None:
         if rows.empty:
             continue
         style = CURVE_STYLE.get(policy, {"label": policy, "color": "k", "lw": 1.0})
+        rows = rows[rows["n_splits"] == rows["n_splits"].max()]  # where every split's hull is defined
         x, m, s = rows["normalized_cost"], rows["mean"], rows["std"].fillna(0.0)
         ax.plot(x, m, color=style["color"], lw=style["lw"], label=style["label"])
         ax.fill_between(x, m - s, m + s, color=style["color"], alpha=0.15, lw=0)
@@ -89,7 +90,8 @@ def plot_trace_pareto(
         ax.set_ylabel("accuracy (fraction of test samples)")
         ax.grid(alpha=0.3)
         if zoom:
-            ax.set_ylim(best - zoom_points / 100.0, max(best + 0.01, float(points["accuracy"].max()) + 0.003))
+            top = float(points.loc[points["policy"] != "oracle", "accuracy"].max())
+            ax.set_ylim(best - zoom_points / 100.0, max(best, top) + 0.005)
             ax.set_title(f"zoom: within {zoom_points:g} points of the best single stage (dotted)")
         else:
             ax.set_title(title)

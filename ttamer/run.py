@@ -170,6 +170,10 @@ def run_frugalml(cfg: DictConfig, out: Path, tracker: ExperimentLogger) -> dict[
     return run_trace_workload(trace, f"frugalml_{str(cfg.workload.dataset).lower()}", cfg, out, tracker)
 
 
+# workload fields that do not change the trace (caching, and how the trace is then studied)
+NOT_IN_TRACE_KEY = ("cache_dir", "recompute", "n_splits", "fit_fraction", "reference", "deltas", "fit")
+
+
 def run_model_workload(cfg: DictConfig, out: Path, tracker: ExperimentLogger) -> dict[str, float]:
     """A workload that produces its trace from a real model (``ttamer.workloads``): the trace
     comes from the cache when the same ``workload`` config made it before (``recompute=true``
@@ -179,7 +183,7 @@ def run_model_workload(cfg: DictConfig, out: Path, tracker: ExperimentLogger) ->
 
     name = str(cfg.workload.name)
     config: dict[str, Any] = OmegaConf.to_container(cfg.workload, resolve=True)  # type: ignore[assignment]
-    config = {k: v for k, v in config.items() if k not in ("cache_dir", "recompute")}
+    config = {k: v for k, v in config.items() if k not in NOT_IN_TRACE_KEY}
     config["seed"] = int(cfg.seed)
     cache_dir = resolve_data_path(str(cfg.workload.get("cache_dir", ".cache/ttamer/traces")))
     produce = producer(name)
@@ -200,11 +204,12 @@ def _write_latency(trace: Trace, name: str, out: Path) -> None:
     table = latency_table_from_trace(trace)
     if table.empty:
         return
-    env = {k[4:]: v for k, v in trace.meta.items() if k.startswith("env_")}
+    env = {k[4:]: v for k, v in sorted(trace.meta.items()) if k.startswith("env_")}  # same order if cached
     table.insert(1, "stage_name", [trace.stage_names[int(s) - 1] for s in table["stage"]])
     for key, value in env.items():
         table[key] = value
-    write_csv(table, out / benchmark_filename(name, env))
+    precision = "amp" if trace.meta.get("amp", "").lower() in ("true", "1") else "fp32"
+    write_csv(table, out / benchmark_filename(name, env, precision))
 
 
 WORKLOADS: dict[str, Callable[[DictConfig, Path, ExperimentLogger], dict[str, float]]] = {

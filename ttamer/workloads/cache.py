@@ -12,7 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ttamer.errors import FieldError
 from ttamer.traces import Trace, load_trace, save_trace
 
 log = logging.getLogger(__name__)
@@ -48,8 +47,8 @@ def cached_trace(
                 log.info("reusing cached trace %s", path)
                 return trace, True
             log.warning("cached trace %s was made by another config: rebuilding", path)
-        except (FieldError, OSError, ValueError, KeyError) as exc:
-            log.warning("cached trace %s is unreadable (%s): rebuilding", path, exc)
+        except Exception as exc:  # any unreadable file: BadZipFile, CRC, EOFError, FieldError, ...
+            log.warning("cached trace %s is unreadable (%s: %s): rebuilding", path, type(exc).__name__, exc)
     trace = produce()
     meta = {**trace.meta, "cache_key": key, "config": json.dumps(config, sort_keys=True, default=str)}
     trace = replace(trace, meta=meta)

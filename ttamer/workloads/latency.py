@@ -50,11 +50,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _stage_inputs(model: MultiExitNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """The input of every stage for the batch ``x``: ``[x, features_1, ...]``."""
+    inputs, h = [], x
+    for i in range(model.n_stages):
+        inputs.append(h)
+        h, _ = model.stage(i, h)
+    return inputs
+
+
 @torch.no_grad()
 def measure_stage_latency(model: MultiExitNet, example: torch.Tensor, cfg: LatencyConfig) -> pd.DataFrame:
     """Time every stage. ``example``: inputs (B0, ...) on the model's device, repeated to fill
-    the largest batch. Rows: ``stage`` (1-based), ``batch_size``, ``median_ms``, ``p10_ms``,
-    ``p90_ms``, ``repeats`` (milliseconds per batch)."""
+    the largest batch. Repeats are interleaved across stages, so a burst of outside load does
+    not land on one stage only. Rows: ``stage`` (1-based), ``batch_size``, ``median_ms``,
+    ``p10_ms``, ``p90_ms``, ``repeats`` (milliseconds per batch)."""
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     model.eval()
@@ -62,21 +72,20 @@ def measure_stage_latency(model: MultiExitNet, example: torch.Tensor, cfg: Laten
     rows = []
     for b in cfg.batch_sizes:
         reps = -(-b // len(example))
-        h = example.repeat(reps, *([1] * (example.dim() - 1)))[:b]
-        for i in range(model.n_stages):
-            for _ in range(cfg.warmup):
-                model.stage(i, h)
-            _sync(device)
-            times = []
-            for _ in range(cfg.repeats):
+        inputs = _stage_inputs(model, example.repeat(reps, *([1] * (example.dim() - 1)))[:b])
+        times: list[list[float]] = [[] for _ in inputs]
+        for r in range(cfg.warmup + cfg.repeats):
+            for i, h in enumerate(inputs):
+                _sync(device)
                 t0 = time.perf_counter()
                 model.stage(i, h)
                 _sync(device)
-                times.append((time.perf_counter() - t0) * 1e3)
-            h, _ = model.stage(i, h)
-            q = np.percentile(times, [10, 90])
+                if r >= cfg.warmup:
+                    times[i].append((time.perf_counter() - t0) * 1e3)
+        for i, ts in enumerate(times):
+            q = np.percentile(ts, [10, 90])
             rows.append(
-                {"stage": i + 1, "batch_size": b, "median_ms": statistics.median(times),
+                {"stage": i + 1, "batch_size": b, "median_ms": statistics.median(ts),
                  "p10_ms": q[0], "p90_ms": q[1], "repeats": cfg.repeats}
             )  # fmt: skip
     return pd.DataFrame(rows)

@@ -91,7 +91,7 @@ def train_exits(model: MultiExitNet, x: torch.Tensor, y: torch.Tensor, cfg: Trai
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, count = total + float(loss) * len(idx), count + len(idx)
+            total, count = total + loss.item() * len(idx), count + len(idx)
             if time.perf_counter() - start > cfg.max_seconds:
                 break
         history.append(total / max(count, 1))
