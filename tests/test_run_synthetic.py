@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 SMALL = [
+    "workload=synthetic",
     "workload.chains_per_family=3",
     "workload.lower_bound.n_alphas=6",
     "workload.lower_bound.n_stages=[2,3]",
