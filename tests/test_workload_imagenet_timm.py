@@ -113,7 +113,7 @@ def check_results(run_dir: Path, trace: Trace) -> None:
 def test_cascade_end_to_end_with_timm_table_costs(tmp_path: Path, data_root: Path) -> None:
     proc = run_app(
         tmp_path, data_root, "workload.mode=cascade", "workload.models=[test_vit,resnet10t]",
-        "workload.cost_source=timm_table",
+        "cost=timm_table",  # the cost group sets workload.cost_source
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trace = cached(tmp_path)

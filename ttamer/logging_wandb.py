@@ -1,9 +1,16 @@
 """Experiment tracking with Weights & Biases, behind a small logger that can also do nothing.
 
 Offline by default: runs are written under ``<dir>/wandb/offline-run-*`` and uploaded later
-with ``wandb sync``. ``WANDB_MODE`` in the environment wins over the configured mode, so
-``WANDB_MODE=disabled`` turns every logger off (tests do this). ``wandb`` is imported only
+with ``wandb sync <dir>/wandb/offline-run-*``. ``WANDB_MODE`` in the environment wins over the
+configured mode, so ``WANDB_MODE=disabled`` turns every logger off (tests do this); wandb's
+aliases ``dryrun`` (offline) and ``run`` (online) are understood. ``wandb`` is imported only
 when a run actually starts. No Hydra here: :mod:`ttamer.run` builds the :class:`LoggerConfig`.
+
+Online logging: ``ttamer-run logger.mode=online`` (or ``WANDB_MODE=online``), after
+``wandb login`` (or with ``WANDB_API_KEY`` set); ``logger.project=...`` and ``WANDB_ENTITY``
+choose where runs go. In the Hydra harness every job is one run whose files live in the job
+folder (``<job>/wandb/``); the jobs of a multirun share the W&B ``group`` named after the sweep
+folder, and each is named after its job folder (see :func:`ttamer.run.job_logger_config`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import pandas as pd
 
 BACKENDS = ("wandb", "none")
 MODES = ("offline", "online", "disabled")
+MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # wandb's older spellings of WANDB_MODE
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class LoggerConfig:
         if self.backend == "none":
             return "disabled"
         env = os.environ.get("WANDB_MODE", "").strip().lower()
+        env = MODE_ALIASES.get(env, env)
         if env and env not in MODES:
             raise ValueError(f"WANDB_MODE: must be one of {MODES}, got {env!r}")
         return env or self.mode

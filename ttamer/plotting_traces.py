@@ -28,6 +28,22 @@ CURVE_STYLE: dict[str, dict[str, object]] = {
 POINT_POLICIES = ("static", "oracle")
 
 
+def stage_names_from_benchmark(bench: pd.DataFrame) -> list[str] | None:
+    """Stage names, in stage order, from a latency table (``benchmark-infer-*.csv``) with
+    columns ``stage`` (1-based) and ``stage_name``; ``None`` when it has no names or the stages
+    are not exactly 1..n. Points tables carry only the stage number (the ``static`` knob)."""
+    if not {"stage", "stage_name"} <= set(bench.columns):
+        return None
+    pairs = bench[["stage", "stage_name"]].dropna().drop_duplicates()
+    stages = pd.to_numeric(pairs["stage"], errors="coerce")
+    if stages.isna().any() or stages.duplicated().any():
+        return None
+    order = np.argsort(stages.to_numpy())
+    if stages.to_numpy()[order].tolist() != list(range(1, len(pairs) + 1)):
+        return None
+    return [str(x) for x in pairs["stage_name"].to_numpy()[order]]
+
+
 def _curves(ax: Axes, curve: pd.DataFrame, policies: Sequence[str]) -> None:
     for policy in policies:
         rows = curve[curve["policy"] == policy]
@@ -72,9 +88,11 @@ def plot_trace_pareto(
     cost_unit: str,
     stage_names: Sequence[str] | None = None,
     zoom_points: float = 4.0,
+    legend_loc: str = "lower right",
 ) -> Path:
     """Accuracy against normalised cost for every policy in ``points``; the right panel zooms
-    on accuracies within ``zoom_points`` percentage points of the best single stage."""
+    on accuracies within ``zoom_points`` percentage points of the best single stage.
+    ``legend_loc``: a matplotlib legend location for the left panel (``"best"`` avoids data)."""
     lo = float(points["normalized_cost"].min())
     grid = np.linspace(lo, 1.0, 400)
     curve = mean_curve(points, grid)
@@ -95,7 +113,7 @@ def plot_trace_pareto(
             ax.set_title(f"zoom: within {zoom_points:g} points of the best single stage (dotted)")
         else:
             ax.set_title(title)
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=8, loc=legend_loc)
     fig.suptitle(
         f"lines: mean upper hull over {n_splits} random fit/test splits; bands: ±1 std", fontsize=9, y=0.005
     )

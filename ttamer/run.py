@@ -30,6 +30,7 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from ttamer.config_schema import register_configs, validate_config, validate_logger
 from ttamer.errors import FieldError
 from ttamer.fileio import atomic_write_bytes
 from ttamer.fitting import FitConfig
@@ -50,6 +51,7 @@ from ttamer.traces import Trace
 log = logging.getLogger(__name__)
 
 CONF_DIR = os.environ.get("TTAMER_CONF_DIR") or str(Path(__file__).resolve().parent.parent / "conf")
+register_configs()  # the typed schemas behind conf/ (base_config, workload/base_<name>, ...)
 
 
 def synthetic_study_config(cfg: DictConfig) -> SyntheticStudyConfig:
@@ -79,6 +81,7 @@ def synthetic_study_config(cfg: DictConfig) -> SyntheticStudyConfig:
 
 def logger_config(cfg: DictConfig) -> LoggerConfig:
     """The typed logger config from the composed ``logger`` group."""
+    validate_logger(cfg)  # FieldError naming logger.backend / logger.mode
     return LoggerConfig(
         backend=str(cfg.backend),
         mode=str(cfg.mode),
@@ -222,21 +225,92 @@ WORKLOADS: dict[str, Callable[[DictConfig, Path, ExperimentLogger], dict[str, fl
 }
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Run the composed workload and write its results into the Hydra run folder."""
-    out = Path(HydraConfig.get().runtime.output_dir)
-    name = str(cfg.workload.name)
-    if name not in WORKLOADS:
-        raise ValueError(f"workload.name: unknown workload {name!r}; choose from {sorted(WORKLOADS)}")
-    container: Any = OmegaConf.to_container(cfg, resolve=True)
+def sweep_group(sweep_dir: str, origin: str) -> str:
+    """The W&B group of a multirun: its sweep folder, relative to the launch folder when inside it
+    (``multirun/2025-01-31/12-00-00``), else its last two path parts; at most 128 characters."""
+    path = Path(sweep_dir)
+    path = (path if path.is_absolute() else Path(origin) / path).resolve()
     try:
-        with ExperimentLogger(logger_config(cfg.logger)).start(container) as tracker:
+        group = path.relative_to(Path(origin).resolve()).as_posix()
+    except ValueError:
+        group = "/".join(path.parts[-2:])
+    return group[-128:]
+
+
+def job_logger_config(cfg: DictConfig, out: Path) -> LoggerConfig:
+    """The logger config of this job: W&B files inside the job folder; in a multirun every job is
+    one W&B run named after its job folder, grouped by the sweep (unless ``logger.group`` or
+    ``logger.name`` is given on the command line)."""
+    import dataclasses
+
+    from hydra.types import RunMode
+
+    lc = logger_config(cfg.logger)
+    hc = HydraConfig.get()
+    changes: dict[str, Any] = {"dir": lc.dir or str(out)}
+    if hc.mode == RunMode.MULTIRUN:
+        given = {str(o).split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
+        if "logger.group" not in given:
+            changes["group"] = sweep_group(str(hc.sweep.dir), hc.runtime.cwd)
+        if "logger.name" not in given:
+            changes["name"] = Path(hc.sweep.subdir).as_posix()[:128]
+    return dataclasses.replace(lc, **changes)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> str:
+    """Run the composed workload and write its results into the Hydra run folder.
+
+    A job whose folder holds a ``DONE`` marker for the same resolved config is skipped without
+    touching any file (``force=true`` reruns it); otherwise ``provenance.json`` records the run and
+    ``DONE`` is written last (see :mod:`ttamer.provenance`). In a multirun a failing job is
+    recorded (status ``failed``) and the sweep goes on; a single run exits non-zero (a bad input,
+    :class:`FieldError`: one line and status 2). Returns the job's status."""
+    from hydra.types import RunMode
+
+    from ttamer import provenance
+
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    overrides = [str(o) for o in hc.overrides.task]
+    try:
+        container: Any = OmegaConf.to_container(cfg, resolve=True)
+        key = provenance.config_hash(container)
+    except Exception:  # an unresolvable config: record it like any other failure
+        container, key = None, "unresolved"
+    if not bool(cfg.get("force", False)) and provenance.done_hash(out) == key:
+        log.info("skipping: already done (%s, config %s); force=true reruns it", out, key[:12])
+        return "skipped"
+    stale = provenance.remove_stale_temporaries(out)
+    if stale:
+        log.info("removed %d temporary files left by an interrupted run", len(stale))
+    job = {"job": hc.job.name, "job_num": hc.job.num if multirun else None, "output_dir": str(out)}
+    record = provenance.JobRecord(out, key, overrides, job).begin()
+    try:
+        if container is None:
+            OmegaConf.to_container(cfg, resolve=True)  # raises the resolution error
+        validate_config(cfg)  # choices Hydra's types cannot express, before W&B starts
+        name = str(cfg.workload.name)
+        if name not in WORKLOADS:
+            raise ValueError(f"workload.name: unknown workload {name!r}; choose from {sorted(WORKLOADS)}")
+        with ExperimentLogger(job_logger_config(cfg, out)).start(container) as tracker:
             metrics = WORKLOADS[name](cfg, out, tracker)
-    except FieldError as exc:  # bad input: one clear line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except Exception as exc:
+        record.finish("failed", exc)
+        if multirun:  # recorded; let Hydra go on with the other jobs
+            log.exception("job failed (%s): %s: %s", out, type(exc).__name__, exc)
+            return "failed"
+        if isinstance(exc, FieldError):  # bad input: one clear line, no traceback
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: no DONE marker
+        record.finish("interrupted", exc)
+        raise
+    record.finish("done", n_metrics=len(metrics))
     log.info("wrote results to %s (%d metrics)", out, len(metrics))
+    return "done"
 
 
 if __name__ == "__main__":
