@@ -308,6 +308,20 @@ class MultirunSummary(_Callback):
         self.job_dirs: list[Path] = []
         _keep_identical_hydra_files()
 
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        """Remember ``multirun.yaml`` as it is: Hydra rewrites it before the jobs run."""
+        path = Path(str(config.hydra.sweep.dir)) / "multirun.yaml"
+        self._multirun_yaml = (path, path.read_bytes(), path.stat()) if path.is_file() else None
+
+    def _restore_unchanged_multirun_yaml(self) -> None:
+        """If Hydra rewrote ``multirun.yaml`` with the same bytes, give it back its old times."""
+        saved = getattr(self, "_multirun_yaml", None)
+        if saved is None:
+            return
+        path, data, stat = saved
+        if path.is_file() and path.read_bytes() == data:
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         try:
             self.job_dirs.append(Path(str(config.hydra.runtime.output_dir)))
@@ -316,6 +330,7 @@ class MultirunSummary(_Callback):
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        self._restore_unchanged_multirun_yaml()
         # jobs seen by this process (in-process launcher), else whatever the sweep folder holds
         job_dirs = list(dict.fromkeys(self.job_dirs)) or None
         rows = summary_rows(sweep_dir, job_dirs)

@@ -280,7 +280,8 @@ def main(cfg: DictConfig) -> str:
     except Exception:  # an unresolvable config: record it like any other failure
         container, key = None, "unresolved"
     if not bool(cfg.get("force", False)) and provenance.done_hash(out) == key:
-        log.info("skipping: already done (%s, config %s); force=true reruns it", out, key[:12])
+        # printed, not logged: a skipped job leaves its folder (run.log included) untouched
+        print(f"skipping: already done ({out}, config {key[:12]}); force=true reruns it", flush=True)
         return "skipped"
     stale = provenance.remove_stale_temporaries(out)
     if stale:
