@@ -25,8 +25,10 @@ def support_positions(chain: Chain, grid: FloatArray) -> tuple[IntArray, ...]:
 
 def gather_after_min(table: FloatArray, pos: IntArray) -> FloatArray:
     """``out[..., g, s'] = table[..., min(g, pos[s']), s']`` for a table of shape ``(..., G, K')``."""
-    rows = np.minimum(np.arange(table.shape[-2])[:, None], pos[None, :])
-    return table[..., rows, np.arange(pos.size)[None, :]]
+    # rows above pos[s'] all take row pos[s']: a streaming select, not a random-access gather
+    top = table[..., pos, np.arange(pos.size)]  # (..., K')
+    below = np.arange(table.shape[-2])[:, None] <= pos[None, :]
+    return np.where(below, table, top[..., None, :])
 
 
 def collapse_after_min(mass: FloatArray, pos: IntArray) -> FloatArray:

@@ -73,7 +73,7 @@ def _largest_stopping_x(x: FloatArray, cont: FloatArray) -> FloatArray:
     ``x``: scaled grid, shape ``(L, G, 1)``; ``cont``: continuation values ``C``, shape
     ``(L, G, K)``. ``X - C(X)`` is non-decreasing in ``X`` (``C`` has slope at most 1), so the
     stopping rows are a prefix; row 0 (``X = 0``) always stops since ``C >= 0``."""
-    stops = x <= cont + TIE_TOLERANCE * np.maximum(1.0, np.abs(cont))
+    stops = x <= cont * (1.0 + TIE_TOLERANCE) + TIE_TOLERANCE  # cont >= 0: relative + absolute slack
     k = np.maximum(stops.sum(axis=1) - 1, 0)  # (L, K)
     return np.take_along_axis(np.broadcast_to(x, cont.shape), k[:, None, :], axis=1)[:, 0]
 
