@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ttamer.chain import Chain, ChainError, check_lambda, load_chain
+from ttamer.chain import Chain, ChainError, check_lambda
 from ttamer.errors import FieldError
 
 POLICIES = ("recall", "no-recall", "prophet")
@@ -68,15 +68,49 @@ def solve_one(chain: Chain, lam: float, policy: str) -> dict[str, Any]:
     return out
 
 
+def solve_graph_one(graph: Any, lam: float, policy: str) -> dict[str, Any]:
+    """Solve a graph instance (a path tree as its chain, a transitive closure exactly)."""
+    from ttamer import solvers
+    from ttamer.graph import structure, tree_as_chain
+
+    kind = structure(graph)  # ChainError("edges", ...) for a general DAG
+    chain = tree_as_chain(graph)
+    if chain is not None:  # a path (a chain written as a graph): exactly the chain's answer
+        return {**solve_one(chain, lam, policy), "structure": "path"}
+    if policy == "prophet":
+        raise ChainError(
+            "--policy", "prophet is defined for chains (path graphs) only, not for trees or closures"
+        )
+    if kind == "tree":
+        raise ChainError(
+            "edges", "tree solver not implemented yet (only path trees, i.e. chains, are solved)"
+        )
+    out: dict[str, Any] = {"name": graph.name, "policy": policy, "lam": lam, "structure": "closure"}
+    if policy == "recall":
+        sol: Any = solvers.solve_closure_recall(graph, lam)
+        out["index"] = [_floats(x[0]) for x in sol.index]
+    else:
+        sol = solvers.solve_closure_no_recall(graph, lam)
+        out["stop"] = [x[0].tolist() for x in sol.stop]
+        out["next_node"] = [x[0].tolist() for x in sol.next_node]
+    out.update(objective=float(sol.value[0]), first_node=int(sol.first_node[0]))
+    return out
+
+
 def _cmd_solve(args: argparse.Namespace) -> int:
+    from ttamer.graph import Graph, load_instance
+
     lam = float(check_lambda(args.lam, field="--lam")[0])
     for path in args.files:
         try:
-            chain = load_chain(path)
+            instance = load_instance(path)
+            if isinstance(instance, Graph):
+                result = solve_graph_one(instance, lam, args.policy)
+            else:
+                result = solve_one(instance, lam, args.policy)
         except ChainError as exc:
             raise UsageError(str(exc) if exc.field == "file" else f"{path}: {exc}") from None
-        result = {"file": str(path), **solve_one(chain, lam, args.policy)}
-        print(json.dumps(result), flush=True)
+        print(json.dumps({"file": str(path), **result}), flush=True)
     return 0
 
 
@@ -222,15 +256,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     solve = sub.add_parser(
         "solve",
-        help="solve chain instance files (.json or .npz); one JSON line per file",
+        help="solve chain or graph instance files (.json or .npz); one JSON line per file",
         description=(
             "Solve each chain file at trade-off weight LAM and print one JSON object per file: "
             "policy, lam, objective (= lam*expected_loss + (1-lam)*expected_cost), expected_loss, "
             "expected_cost, stop_distribution, and for recall the index (sigma per stage and state, "
-            "in units of lam*loss; null for the last stage, which always stops)."
+            "in units of lam*loss; null for the last stage, which always stops). "
+            "Graph files ({nodes, edges}) are accepted too: a path (a chain written as a graph) "
+            "gives exactly the chain's answer (structure: path); the transitive closure of a chain "
+            "(stages may be skipped) prints structure: closure, the optimal objective, first_node "
+            "and for recall the index per node, for no-recall stop and next_node (expected_loss, "
+            "expected_cost and stop_distribution are not computed for closures yet). Branching "
+            "trees (solver not implemented yet), general DAGs and --policy prophet on non-path graphs exit "
+            "with code 2."
         ),
     )
-    solve.add_argument("files", nargs="+", help="chain files (.json per SPEC §1.5, or .npz)")
+    solve.add_argument("files", nargs="+", help="chain or graph files (.json or .npz)")
     solve.add_argument("--lam", type=str, required=True, help="trade-off weight in [0, 1]")
     solve.add_argument("--policy", choices=POLICIES, default="recall")
     solve.set_defaults(func=_cmd_solve)

@@ -1,5 +1,13 @@
-"""Exact solvers and evaluators for chains: pure numpy, no I/O."""
+"""Exact solvers and evaluators for chains (and transitive closures): pure numpy, no I/O."""
 
+from ttamer.solvers.closure import (
+    ClosureNoRecallPolicy,
+    ClosureNoRecallSolution,
+    ClosureRecallPolicy,
+    ClosureRecallSolution,
+    solve_closure_no_recall,
+    solve_closure_recall,
+)
 from ttamer.solvers.evaluate import (
     PolicyEvaluation,
     evaluate_no_recall_solution,
@@ -15,6 +23,10 @@ from ttamer.solvers.recall import RecallIndexPolicy, RecallSolution, solve_recal
 from ttamer.solvers.threshold import best_threshold, evaluate_thresholds, threshold_candidates
 
 __all__ = [
+    "ClosureNoRecallPolicy",
+    "ClosureNoRecallSolution",
+    "ClosureRecallPolicy",
+    "ClosureRecallSolution",
     "MonteCarloResult",
     "NoRecallSolution",
     "Policy",
@@ -29,6 +41,8 @@ __all__ = [
     "evaluate_stop_sets",
     "evaluate_thresholds",
     "simulate",
+    "solve_closure_no_recall",
+    "solve_closure_recall",
     "solve_no_recall",
     "solve_prophet",
     "solve_recall",
