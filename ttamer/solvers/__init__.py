@@ -1,10 +1,10 @@
 """Exact solvers and evaluators for chains (and transitive closures): pure numpy, no I/O."""
 
 from ttamer.solvers.closure import (
-    ClosureNoRecallPolicy,
     ClosureNoRecallSolution,
     ClosureRecallPolicy,
     ClosureRecallSolution,
+    ForwardNoRecallPolicy,
     solve_closure_no_recall,
     solve_closure_recall,
 )
@@ -23,10 +23,10 @@ from ttamer.solvers.recall import RecallIndexPolicy, RecallSolution, solve_recal
 from ttamer.solvers.threshold import best_threshold, evaluate_thresholds, threshold_candidates
 
 __all__ = [
-    "ClosureNoRecallPolicy",
     "ClosureNoRecallSolution",
     "ClosureRecallPolicy",
     "ClosureRecallSolution",
+    "ForwardNoRecallPolicy",
     "MonteCarloResult",
     "NoRecallSolution",
     "Policy",

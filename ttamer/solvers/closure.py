@@ -144,9 +144,10 @@ def solve_closure_recall(graph: Graph, lam: ArrayLike) -> ClosureRecallSolution:
 
 
 @dataclass(frozen=True)
-class ClosureNoRecallPolicy:
-    """Like :class:`ClosureRecallPolicy`, but on stopping the last node run is returned; the
-    decision ignores ``best_loss``."""
+class ForwardNoRecallPolicy:
+    """A recall-free forward walk (closures, and trees walked from parent to child): run
+    ``first_node()``; after node ``u`` in state ``s``, ``decide(u, best_loss, s)`` is -1 (stop,
+    return node ``u``) or the next node. ``best_loss`` is ignored."""
 
     stop: tuple[BoolArray, ...]
     next_nodes: tuple[IntArray, ...]
@@ -171,8 +172,8 @@ class ClosureNoRecallSolution:
     next_node: tuple[IntArray, ...]
     first_node: IntArray
 
-    def policy(self, j: int = 0) -> ClosureNoRecallPolicy:
-        return ClosureNoRecallPolicy(
+    def policy(self, j: int = 0) -> ForwardNoRecallPolicy:
+        return ForwardNoRecallPolicy(
             tuple(x[j] for x in self.stop), tuple(x[j] for x in self.next_node), int(self.first_node[j])
         )
 
