@@ -357,7 +357,7 @@ def test_cli_closure_and_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cases = {
         "dag": (_graph(3, [(None, 0), (0, 1), (0, 2), (1, 2)]), "recall", "general DAGs"),
-        "tree": (_graph(3, [(None, 0), (0, 1), (0, 2)]), "recall", "tree solver not implemented yet"),
+        "tree_prophet": (_graph(3, [(None, 0), (0, 1), (0, 2)]), "prophet", "prophet"),
         "prophet": (graph_from_json_dict(valid_json()), "prophet", "prophet"),
     }
     for name, (g, policy, needle) in cases.items():
@@ -367,3 +367,24 @@ def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         assert rc == 2, name
         assert out == ""
         assert err.count("\n") == 1 and needle in err and str(path) in err, err
+
+
+def test_cli_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A branching tree: the objective is the solver's, and the exact evaluation of the printed
+    policy reproduces it (lam*loss + (1-lam)*cost)."""
+    from ttamer.solvers import solve_tree_no_recall, solve_tree_recall
+
+    g = _graph(4, [(None, 0), (0, 1), (0, 2), (None, 3)])
+    path = tmp_path / "tree.json"
+    save_graph(g, path)
+    for policy, solve in (("recall", solve_tree_recall), ("no-recall", solve_tree_no_recall)):
+        rc, out, _ = _run(["solve", str(path), "--lam", "0.4", "--policy", policy], capsys)
+        assert rc == 0
+        res = json.loads(out)
+        assert res["structure"] == "tree"
+        assert res["objective"] == pytest.approx(float(solve(g, 0.4).value[0]), abs=1e-12)
+        assert 0.4 * res["expected_loss"] + 0.6 * res["expected_cost"] == pytest.approx(res["objective"])
+        assert sum(res["returned"]) == pytest.approx(1.0)
+        assert res["ran"][res["first_node"]] == pytest.approx(1.0)
+        if policy == "recall":
+            assert [len(x) for x in res["index"]] == [1, g.n_states[0], g.n_states[0], 1]

@@ -69,7 +69,8 @@ def solve_one(chain: Chain, lam: float, policy: str) -> dict[str, Any]:
 
 
 def solve_graph_one(graph: Any, lam: float, policy: str) -> dict[str, Any]:
-    """Solve a graph instance (a path tree as its chain, a transitive closure exactly)."""
+    """Solve a graph instance: a path as its chain (exactly the chain's answer), a branching
+    tree or a transitive closure with the exact graph solvers, evaluated exactly."""
     from ttamer import solvers
     from ttamer.graph import structure, tree_as_chain
 
@@ -81,19 +82,30 @@ def solve_graph_one(graph: Any, lam: float, policy: str) -> dict[str, Any]:
         raise ChainError(
             "--policy", "prophet is defined for chains (path graphs) only, not for trees or closures"
         )
-    if kind == "tree":
-        raise ChainError(
-            "edges", "tree solver not implemented yet (only path trees, i.e. chains, are solved)"
-        )
-    out: dict[str, Any] = {"name": graph.name, "policy": policy, "lam": lam, "structure": "closure"}
+    out: dict[str, Any] = {"name": graph.name, "policy": policy, "lam": lam, "structure": kind}
+    sol: Any
     if policy == "recall":
-        sol: Any = solvers.solve_closure_recall(graph, lam)
+        sol = (
+            solvers.solve_tree_recall(graph, lam)
+            if kind == "tree"
+            else solvers.solve_closure_recall(graph, lam)
+        )
         out["index"] = [_floats(x[0]) for x in sol.index]
+        chosen = sol.policy(0)
+        out["first_node"] = int(chosen.first_node())
     else:
-        sol = solvers.solve_closure_no_recall(graph, lam)
+        sol = (
+            solvers.solve_tree_no_recall(graph, lam)
+            if kind == "tree"
+            else solvers.solve_closure_no_recall(graph, lam)
+        )
         out["stop"] = [x[0].tolist() for x in sol.stop]
         out["next_node"] = [x[0].tolist() for x in sol.next_node]
-    out.update(objective=float(sol.value[0]), first_node=int(sol.first_node[0]))
+        chosen = sol.policy(0)
+        out["first_node"] = int(sol.first_node[0])
+    evaluation = solvers.evaluate_graph_policy(graph, chosen, lam)
+    out["objective"] = float(sol.value[0])
+    out.update({k: v for k, v in evaluation.row().items() if k not in ("lam", "objective")})
     return out
 
 
@@ -263,12 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
             "expected_cost, stop_distribution, and for recall the index (sigma per stage and state, "
             "in units of lam*loss; null for the last stage, which always stops). "
             "Graph files ({nodes, edges}) are accepted too: a path (a chain written as a graph) "
-            "gives exactly the chain's answer (structure: path); the transitive closure of a chain "
-            "(stages may be skipped) prints structure: closure, the optimal objective, first_node "
-            "and for recall the index per node, for no-recall stop and next_node (expected_loss, "
-            "expected_cost and stop_distribution are not computed for closures yet). Branching "
-            "trees (solver not implemented yet), general DAGs and --policy prophet on non-path graphs exit "
-            "with code 2."
+            "gives exactly the chain's answer (structure: path). A branching tree (structure: tree) "
+            "or the transitive closure of a chain (structure: closure, stages may be skipped) "
+            "prints the optimal objective, first_node, expected_loss, expected_cost, and per node "
+            "the probability of being returned and of being run; recall adds the index per node "
+            "(trees: one value per state of the node's parent; closures: per state of the node), "
+            "no-recall stop and next_node (trees: the best descending walk). General DAGs and "
+            "--policy prophet on non-path graphs exit with code 2."
         ),
     )
     solve.add_argument("files", nargs="+", help="chain or graph files (.json or .npz)")

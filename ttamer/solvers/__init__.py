@@ -1,4 +1,4 @@
-"""Exact solvers and evaluators for chains (and transitive closures): pure numpy, no I/O."""
+"""Exact solvers and evaluators for chains, trees and transitive closures: pure numpy, no I/O."""
 
 from ttamer.solvers.closure import (
     ClosureNoRecallSolution,
@@ -15,18 +15,28 @@ from ttamer.solvers.evaluate import (
     evaluate_recall_solution,
     evaluate_stop_sets,
 )
+from ttamer.solvers.graph_eval import GraphEvaluation, evaluate_graph_policy
 from ttamer.solvers.monte_carlo import MonteCarloResult, simulate
 from ttamer.solvers.no_recall import NoRecallSolution, solve_no_recall
 from ttamer.solvers.policy import Policy, StopSetPolicy, static_policy, threshold_policy
 from ttamer.solvers.prophet import solve_prophet
 from ttamer.solvers.recall import RecallIndexPolicy, RecallSolution, solve_recall
 from ttamer.solvers.threshold import best_threshold, evaluate_thresholds, threshold_candidates
+from ttamer.solvers.tree import (
+    TreeNoRecallSolution,
+    TreeRecallPolicy,
+    TreeRecallSolution,
+    solve_tree_no_recall,
+    solve_tree_recall,
+    tree_parents,
+)
 
 __all__ = [
     "ClosureNoRecallSolution",
     "ClosureRecallPolicy",
     "ClosureRecallSolution",
     "ForwardNoRecallPolicy",
+    "GraphEvaluation",
     "MonteCarloResult",
     "NoRecallSolution",
     "Policy",
@@ -34,7 +44,11 @@ __all__ = [
     "RecallIndexPolicy",
     "RecallSolution",
     "StopSetPolicy",
+    "TreeNoRecallSolution",
+    "TreeRecallPolicy",
+    "TreeRecallSolution",
     "best_threshold",
+    "evaluate_graph_policy",
     "evaluate_no_recall_solution",
     "evaluate_policy",
     "evaluate_recall_solution",
@@ -46,7 +60,10 @@ __all__ = [
     "solve_no_recall",
     "solve_prophet",
     "solve_recall",
+    "solve_tree_no_recall",
+    "solve_tree_recall",
     "static_policy",
     "threshold_candidates",
     "threshold_policy",
+    "tree_parents",
 ]
