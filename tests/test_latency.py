@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -45,20 +46,55 @@ def test_one_row_per_stage_and_batch_size_and_a_slow_stage_shows() -> None:
     net = tiny_net(slow_stage=1)
     cfg = LatencyConfig(batch_sizes=(1, 8), warmup=1, repeats=5)
     table = measure_stage_latency(net, torch.randn(3, 6), cfg)
-    assert list(table.columns) == ["stage", "batch_size", "median_ms", "p10_ms", "p90_ms", "repeats"]
+    assert list(table.columns) == [
+        "stage", "batch_size", "median_ms", "p10_ms", "p90_ms", "repeats",
+        "head_median_ms", "head_p10_ms", "head_p90_ms",
+    ]  # fmt: skip
     assert sorted(zip(table["stage"], table["batch_size"], strict=True)) == [
         (s, b) for s in (1, 2, 3) for b in (1, 8)
     ]
     assert (table["repeats"] == 5).all()
     assert (table["median_ms"] > 0).all()
     assert (table["p10_ms"] <= table["median_ms"]).all() and (table["median_ms"] <= table["p90_ms"]).all()
+    assert (table["head_median_ms"] > 0).all()
+    assert (table["head_p10_ms"] <= table["head_median_ms"]).all()
+    assert (table["head_median_ms"] <= table["head_p90_ms"]).all()
     for _, rows in table.groupby("batch_size"):
         median = rows.set_index("stage")["median_ms"]
         assert median[2] >= SLEEP_S * 1e3
         assert median[2] > median[1] and median[2] > median[3]
+        # the slow segment is not part of its head: the head alone is far cheaper than the stage
+        assert rows.set_index("stage")["head_median_ms"][2] < SLEEP_S * 1e3 / 2
     # the 3-row example is repeated to fill the batch of 8: the slow stage saw both sizes
     (sleep,) = [m for m in net.modules() if isinstance(m, Sleep)]
     assert set(sleep.batch_sizes) == {1, 8}
+
+
+class SlowHead(nn.Module):
+    """A linear exit head that sleeps: an expensive head on a cheap segment."""
+
+    def __init__(self, width: int, n_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, n_classes)
+        self.sleep = Sleep(SLEEP_S)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.sleep(x))
+
+
+def test_a_slow_head_shows_in_its_head_timing_and_the_trace_meta() -> None:
+    net = tiny_net()
+    net.heads[0] = SlowHead(6, 3)
+    cfg = LatencyConfig(batch_sizes=(1,), warmup=1, repeats=5)
+    x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
+    trace, table = model_trace(net, x, y, cfg)
+    heads = table.sort_values("stage")["head_median_ms"].to_numpy()
+    assert heads[0] >= SLEEP_S * 1e3 and heads[0] > 10 * max(heads[1], heads[2])
+    # the trace records each head's share (<= its stage's cost) and one backbone
+    head_cost = json.loads(trace.meta["exit_head_cost"])
+    assert json.loads(trace.meta["backbone_group"]) == [0, 0, 0]
+    np.testing.assert_allclose(head_cost, np.minimum(heads, trace.cost))
+    assert head_cost[0] >= 0.8 * trace.cost[0]  # nearly all of stage 1 is its head
 
 
 def test_benchmark_filename_and_environment() -> None:

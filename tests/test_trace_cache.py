@@ -145,3 +145,17 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(os, "replace", real_replace)
     cached_trace("toy", CONFIG, produce, tmp_path / "cache")
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left over
+
+
+def test_traces_of_an_older_format_are_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    produce = Producer()
+    monkeypatch.setattr(cache, "TRACE_FORMAT", cache.TRACE_FORMAT - 1)
+    old_key = config_key(CONFIG)
+    cached_trace("toy", CONFIG, produce, tmp_path)
+    monkeypatch.undo()
+    assert config_key(CONFIG) != old_key  # the format is part of the key: a new file name
+    trace, reused = cached_trace("toy", CONFIG, produce, tmp_path)
+    assert not reused and produce.calls == 2
+    assert trace.meta["trace_format"] == str(cache.TRACE_FORMAT)
+    assert trace.meta["cache_key"] == config_key(CONFIG)
+    assert len(list(tmp_path.iterdir())) == 2  # the old file is left alone, never read again

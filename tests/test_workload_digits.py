@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from ttamer.errors import FieldError
+from ttamer.skip_costs import skip_structure
 from ttamer.sweep import COLUMNS
 from ttamer.traces import load_trace
 from ttamer.workloads.digits import DigitsConfig, build_model, load_split, produce
@@ -57,6 +58,8 @@ def test_produce_is_deterministic_given_the_seed(tmp_path: Path) -> None:
     assert a.meta["n_test"] == "500" and a.meta["n_train"] == "1297"
     accuracy = json.loads(a.meta["test_accuracy"])
     np.testing.assert_allclose(list(accuracy.values()), a.correct.mean(axis=0), atol=1e-6)
+    s = skip_structure(a)
+    assert s.group.tolist() == [0, 0, 0, 0] and (s.head > 0).all() and (s.head <= a.cost).all()
 
 
 def _run(run_dir: Path, cache_dir: Path) -> subprocess.CompletedProcess[str]:

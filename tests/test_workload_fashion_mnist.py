@@ -17,6 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ttamer.errors import FieldError
+from ttamer.skip_costs import skip_structure
 from ttamer.traces import load_trace
 from ttamer.workloads.fashion_mnist import (
     DEFAULT_DATA_DIR,
@@ -207,6 +208,8 @@ def test_produce_is_deterministic_given_the_seed(tmp_path: Path) -> None:
     assert a.meta["n_train"] == "200" and a.meta["model"] == "resnet18"
     assert 0.0 <= float(a.meta["overthinking_fraction"]) == overthinking_fraction(a) <= 1.0
     assert a.cost.shape == (4,) and (a.cost > 0).all()
+    s = skip_structure(a)  # one backbone; each head's measured share of its stage
+    assert s.group.tolist() == [0, 0, 0, 0] and (s.head > 0).all() and (s.head <= a.cost).all()
 
 
 # --------------------------------------------------------------------------------- end to end

@@ -17,6 +17,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from ttamer.errors import FieldError  # noqa: E402
+from ttamer.skip_costs import skip_structure  # noqa: E402
 from ttamer.workloads.latency import LatencyConfig, measure_stage_latency  # noqa: E402
 from ttamer.workloads.multi_exit import TrainConfig, exit_probabilities  # noqa: E402
 from ttamer.workloads.text_exits import (  # noqa: E402
@@ -156,6 +157,7 @@ def test_token_batch_behaves_like_a_tensor_for_the_shared_helpers(tmp_path: Path
     table = measure_stage_latency(net, x[:4], LatencyConfig((1, 6), warmup=1, repeats=3))  # type: ignore[arg-type]
     assert len(table) == 6 and set(table["batch_size"]) == {1, 6}
     assert (table["median_ms"] > 0).all()
+    assert (table["head_median_ms"] > 0).all()  # the pooling + linear head, timed alone
     rows = latency_rows(x.lengths.numpy(), 4, seed=0)
     assert len(set(rows.tolist())) == 4 and int(x.lengths[rows[0]]) == int(np.median(x.lengths.numpy()))
 
@@ -251,6 +253,8 @@ def test_glue_hf_produce_tiny_gpt2_three_classes(tmp_path: Path) -> None:
     assert trace.n_samples == 30 and trace.n_stages == 3 and trace.probs is not None
     assert trace.probs.shape == (30, 3, 3) and trace.meta["architecture"] == "GPT2Model"
     assert (trace.cost > 0).all()
+    s = skip_structure(trace)  # one backbone, one measured head per layer
+    assert s.group.tolist() == [0, 0, 0] and (s.head > 0).all() and (s.head <= trace.cost).all()
     # the last word (its last byte) decides the class and GPT-2 pools the last non-padding token
     assert (trace.pred[:, -1] == trace.labels).mean() > 0.8
 

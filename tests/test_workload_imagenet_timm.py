@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ttamer.errors import FieldError
+from ttamer.skip_costs import skip_structure
 from ttamer.sweep import COLUMNS
 from ttamer.traces import Trace, load_trace
 from ttamer.workloads.imagenet_timm import imagenet_trace, parse_config, produce, read_split
@@ -132,6 +133,8 @@ def test_cascade_end_to_end_with_timm_table_costs(tmp_path: Path, data_root: Pat
     check_results(tmp_path / "run", trace)
     config = json.loads(trace.meta["config"])
     assert config["mode"] == "cascade" and config["cost_source"] == "timm_table"
+    s = skip_structure(trace)  # separate models: skipping one skips all of it
+    assert s.group.tolist() == [0, 1] and s.head.tolist() == [0.0, 0.0]
 
 
 def test_exits_end_to_end_trains_heads(tmp_path: Path, data_root: Path) -> None:
@@ -153,6 +156,10 @@ def test_exits_end_to_end_trains_heads(tmp_path: Path, data_root: Path) -> None:
     at1 = table[table["batch_size"] == 1].sort_values("stage")["median_ms"].to_numpy()
     np.testing.assert_allclose(trace.cost, at1)
     assert trace.cost_unit.startswith("ms per request (batch 1")
+    s = skip_structure(trace)  # one backbone; each head's share measured at batch 1
+    assert s.group.tolist() == [0, 0, 0, 0]
+    heads = table[table["batch_size"] == 1].sort_values("stage")["head_median_ms"].to_numpy()
+    np.testing.assert_allclose(s.head, np.minimum(heads, trace.cost))
     check_results(tmp_path / "run", trace)
 
 

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 
 from ttamer.errors import FieldError
+from ttamer.skip_costs import skip_structure
+from ttamer.traces import load_trace
 from ttamer.workloads.latency import LatencyConfig
 from ttamer.workloads.sst2_minilm import (
     produce,
@@ -76,6 +78,7 @@ def test_vader_latency_table() -> None:
     assert list(table["stage"]) == [1, 1] and list(table["batch_size"]) == [1, 8]
     assert (table["median_ms"] > 0).all()
     assert table["median_ms"].iloc[1] > table["median_ms"].iloc[0]  # 8 sentences take longer than 1
+    assert table[["head_median_ms", "head_p10_ms", "head_p90_ms"]].isna().all().all()  # no separate head
 
 
 def test_sst2_reading_and_missing_data(tmp_path: Path) -> None:
@@ -124,3 +127,9 @@ def test_sst2_minilm_end_to_end_small(tmp_path: Path) -> None:
     assert b1["vader"] < b1["layer1"]  # the lexicon is cheaper than the embeddings plus a layer
     (cached,) = (tmp_path / "cache").glob("sst2_minilm-*.npz")
     assert cached.stat().st_size > 0
+    # stage skipping: VADER is a model of its own (head 0), the MiniLM layers share a backbone
+    s = skip_structure(load_trace(cached))
+    assert s.group.tolist() == [0, 1, 1, 1, 1, 1, 1]
+    assert s.head[0] == 0.0 and (s.head[1:] > 0).all() and (s.head <= s.cost).all()
+    heads_b1 = table[table["batch_size"] == 1].sort_values("stage")["head_median_ms"].to_numpy()
+    np.testing.assert_allclose(s.head[1:], np.minimum(heads_b1[1:], s.cost[1:]))

@@ -18,7 +18,9 @@ Optional columns:
 - ``cost_unit``: the unit of ``cost`` (the same on every row);
 - ``p0`` .. ``p{C-1}``: the stage's class probabilities (all of them, numbered from 0).
 
-Every (sample, stage) pair must appear exactly once. :func:`export_csv` writes this format with
+Every (sample, stage) pair must appear exactly once. The stages are taken as separate models (a
+model cascade): for stage skipping (:mod:`ttamer.skip_costs`) the trace's ``meta`` records each
+stage as its own backbone group with head cost 0. :func:`export_csv` writes this format with
 integer stages 0..n-1 and every optional column the trace has, so that ``import_csv(export_csv(t))``
 gives ``t`` back (float values are written at full precision).
 """
@@ -36,6 +38,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from ttamer.fileio import atomic_write_bytes
+from ttamer.skip_costs import independent_meta
 from ttamer.traces import Trace, TraceError
 
 REQUIRED = ("sample", "stage", "label", "pred", "conf")
@@ -151,6 +154,7 @@ def trace_from_frame(
         probs = probs.reshape(n_samples, n_stages, len(prob_cols))
 
     meta = {"source": source} if source else {}
+    meta.update(independent_meta(n_stages))
     return Trace.build(labels, pred, conf, cost, stage_names, unit or "", probs, meta)
 
 

@@ -12,6 +12,8 @@ listed in ``meta.csv``, one value per line and sample (rows aligned across model
 (price) and ``label number`` (number of classes). The cascade runs the models by price, cheapest
 first (ties by id); the cost of a stage is its price per 10k calls, so the cost of a request that
 stops after stage i is the sum of the prices of stages 1..i (every API called is paid for).
+The APIs are separate models: for stage skipping (:mod:`ttamer.skip_costs`) each is its own
+backbone group with head cost 0 (``meta["backbone_group"]``, ``meta["exit_head_cost"]``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from ttamer.skip_costs import independent_meta
 from ttamer.traces import Trace, TraceError
 
 META_FILE = "meta.csv"
@@ -86,6 +89,7 @@ def import_frugalml(folder: str | os.PathLike[str]) -> Trace:
         "model_ids": ",".join(str(m) for m in ids),
         "prices": ",".join(repr(p) for p in prices),
         "n_classes": str(n_classes),
+        **independent_meta(len(ids)),
     }
     return Trace.build(
         labels,

@@ -1,6 +1,6 @@
 """The trace cache: expensive model outputs saved under a name derived from the config that
-produced them, written atomically, reused on rerun, rebuilt when missing, unreadable or made by
-another config, and recomputed on request."""
+produced them and the trace format version, written atomically, reused on rerun, rebuilt when
+missing, unreadable, made by another config or an older format, and recomputed on request."""
 
 from __future__ import annotations
 
@@ -17,9 +17,15 @@ from ttamer.traces import Trace, load_trace, save_trace
 log = logging.getLogger(__name__)
 
 
+# What a producer puts in a trace; bumped when that changes, so that older cached traces are
+# rebuilt. 2: meta["exit_head_cost"] and meta["backbone_group"] (stage skipping).
+TRACE_FORMAT = 2
+
+
 def config_key(config: Mapping[str, Any]) -> str:
-    """16 hex digits of the SHA-256 of the config as canonical JSON."""
-    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    """16 hex digits of the SHA-256 of the config and :data:`TRACE_FORMAT` as canonical JSON."""
+    payload = {"config": config, "trace_format": TRACE_FORMAT}
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -50,7 +56,12 @@ def cached_trace(
         except Exception as exc:  # any unreadable file: BadZipFile, CRC, EOFError, FieldError, ...
             log.warning("cached trace %s is unreadable (%s: %s): rebuilding", path, type(exc).__name__, exc)
     trace = produce()
-    meta = {**trace.meta, "cache_key": key, "config": json.dumps(config, sort_keys=True, default=str)}
+    meta = {
+        **trace.meta,
+        "cache_key": key,
+        "config": json.dumps(config, sort_keys=True, default=str),
+        "trace_format": str(TRACE_FORMAT),
+    }
     trace = replace(trace, meta=meta)
     save_trace(trace, path)
     log.info("cached trace %s", path)

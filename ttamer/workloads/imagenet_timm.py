@@ -19,6 +19,11 @@ tables (``cost_source: timm_table``: 1000 / ``infer_samples_per_sec`` ms at the 
 size and precision, see :mod:`ttamer.workloads.timm_tables`). Latency is measured in both cases
 and written next to the results.
 
+Stage skipping (:mod:`ttamer.skip_costs`): in ``exits`` mode every stage shares one backbone
+(``meta["backbone_group"]`` all 0) and ``meta["exit_head_cost"]`` is each exit head's measured
+median alone (per image, at the first batch size); in ``cascade`` mode every model is its own
+group with head cost 0 (skipping a model skips all of it).
+
 Data: an ImageNet folder in torchvision's ``ImageFolder`` layout, ``<data_dir>/train/<wnid>/*``
 and ``<data_dir>/val/<wnid>/*`` (the validation images sorted into class folders, as timm's and
 torchvision's ImageNet scripts expect). When every class folder is an ImageNet-1k WordNet id,
@@ -49,8 +54,14 @@ from numpy.typing import NDArray
 from torch import nn
 
 from ttamer.errors import FieldError
+from ttamer.skip_costs import independent_meta, shared_backbone_groups, skip_meta
 from ttamer.traces import Trace
-from ttamer.workloads.latency import LatencyConfig, environment, measure_stage_latency
+from ttamer.workloads.latency import (
+    LatencyConfig,
+    environment,
+    head_cost_per_request,
+    measure_stage_latency,
+)
 from ttamer.workloads.multi_exit import MultiExitNet
 
 log = logging.getLogger(__name__)
@@ -588,6 +599,7 @@ def exits_trace(cfg: ImageNetTimmConfig, device: torch.device) -> Trace:
         "input_size": "x".join(str(v) for v in data_cfg["input_size"]),
         "n_train": str(len(train_split.paths)),
         "train_loss": ",".join(f"{v:.4f}" for v in history),
+        **skip_meta(head_cost_per_request(table, b0), cost, shared_backbone_groups(net.n_stages)),
     }
     env = environment()
     unit = f"ms per request (batch {b0}, {env['device']})"
@@ -738,6 +750,7 @@ def cascade_trace(cfg: ImageNetTimmConfig, device: torch.device) -> Trace:
         "models": ",".join(cfg.models),
         "cost_source": cfg.cost_source,
         **meta,
+        **independent_meta(len(cfg.models)),
     }
     prob_array = None
     if cfg.store_probs:

@@ -1,6 +1,7 @@
 """Measured per-stage latency of a multi-exit model: each stage (segment + exit head) timed on
-real inputs, at batch size 1 and a larger batch, median of repeated timings after warm-up.
-The hardware and library versions go with every table."""
+real inputs, at batch size 1 and a larger batch, median of repeated timings after warm-up; each
+exit head is also timed alone, so that the head's share of a stage is known (stage skipping,
+:mod:`ttamer.skip_costs`). The hardware and library versions go with every table."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import platform
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from numpy.typing import NDArray
 
 from ttamer.workloads.multi_exit import MultiExitNet
 
@@ -50,45 +54,81 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _stage_inputs(model: MultiExitNet, x: torch.Tensor) -> list[torch.Tensor]:
-    """The input of every stage for the batch ``x``: ``[x, features_1, ...]``."""
-    inputs, h = [], x
+def _stage_io(model: MultiExitNet, x: Any) -> tuple[list[Any], list[Any]]:
+    """The input and the output features of every stage for the batch ``x``:
+    ``([x, features_1, ...], [features_1, features_2, ...])``."""
+    inputs, features, h = [], [], x
     for i in range(model.n_stages):
         inputs.append(h)
         h, _ = model.stage(i, h)
-    return inputs
+        features.append(h)
+    return inputs, features
+
+
+def _timed_ms(device: torch.device, fn: Callable[..., Any], *args: Any) -> float:
+    """Milliseconds of one call of ``fn(*args)`` (synchronised on CUDA)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn(*args)
+    _sync(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _summary(times: list[float], prefix: str = "") -> dict[str, float]:
+    q = np.percentile(times, [10, 90])
+    return {f"{prefix}median_ms": statistics.median(times), f"{prefix}p10_ms": q[0], f"{prefix}p90_ms": q[1]}
+
+
+def _time_batch(
+    model: MultiExitNet, x: Any, cfg: LatencyConfig
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Timed repeats of every stage and, right after it, of its exit head alone on the stage's
+    features: (stage times, head times), one list per stage."""
+    inputs, features = _stage_io(model, x)
+    device = x.device
+    stage_ms: list[list[float]] = [[] for _ in inputs]
+    head_ms: list[list[float]] = [[] for _ in inputs]
+    for r in range(cfg.warmup + cfg.repeats):
+        for i in range(model.n_stages):
+            t_stage = _timed_ms(device, model.stage, i, inputs[i])
+            t_head = _timed_ms(device, model.heads[i], features[i])
+            if r >= cfg.warmup:
+                stage_ms[i].append(t_stage)
+                head_ms[i].append(t_head)
+    return stage_ms, head_ms
 
 
 @torch.no_grad()
 def measure_stage_latency(model: MultiExitNet, example: torch.Tensor, cfg: LatencyConfig) -> pd.DataFrame:
-    """Time every stage. ``example``: inputs (B0, ...) on the model's device, repeated to fill
-    the largest batch. Repeats are interleaved across stages, so a burst of outside load does
-    not land on one stage only. Rows: ``stage`` (1-based), ``batch_size``, ``median_ms``,
-    ``p10_ms``, ``p90_ms``, ``repeats`` (milliseconds per batch)."""
+    """Time every stage, and every exit head alone. ``example``: inputs (B0, ...) on the model's
+    device, repeated to fill the largest batch. Repeats are interleaved across stages (each
+    stage's timing followed by its head's), so a burst of outside load does not land on one
+    stage only. Rows: ``stage`` (1-based), ``batch_size``, ``median_ms``, ``p10_ms``, ``p90_ms``
+    (the stage: segment + head), ``repeats``, ``head_median_ms``, ``head_p10_ms``,
+    ``head_p90_ms`` (the exit head alone, on that stage's features); milliseconds per batch."""
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     model.eval()
-    device = example.device
     rows = []
     for b in cfg.batch_sizes:
         reps = -(-b // len(example))
-        inputs = _stage_inputs(model, example.repeat(reps, *([1] * (example.dim() - 1)))[:b])
-        times: list[list[float]] = [[] for _ in inputs]
-        for r in range(cfg.warmup + cfg.repeats):
-            for i, h in enumerate(inputs):
-                _sync(device)
-                t0 = time.perf_counter()
-                model.stage(i, h)
-                _sync(device)
-                if r >= cfg.warmup:
-                    times[i].append((time.perf_counter() - t0) * 1e3)
-        for i, ts in enumerate(times):
-            q = np.percentile(ts, [10, 90])
+        batch = example.repeat(reps, *([1] * (example.dim() - 1)))[:b]
+        stage_ms, head_ms = _time_batch(model, batch, cfg)
+        for i, (ts, hs) in enumerate(zip(stage_ms, head_ms, strict=True)):
             rows.append(
-                {"stage": i + 1, "batch_size": b, "median_ms": statistics.median(ts),
-                 "p10_ms": q[0], "p90_ms": q[1], "repeats": cfg.repeats}
+                {"stage": i + 1, "batch_size": b, **_summary(ts), "repeats": cfg.repeats,
+                 **_summary(hs, "head_")}
             )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def head_cost_per_request(table: pd.DataFrame, batch_size: int) -> NDArray[np.float64]:
+    """Each stage's exit-head median at ``batch_size``, per request (``head_median_ms / b``),
+    in stage order; NaN where the table has no head timing."""
+    rows = table[table["batch_size"] == batch_size].sort_values("stage")
+    if "head_median_ms" not in rows.columns:
+        return np.full(len(rows), np.nan)
+    return rows["head_median_ms"].to_numpy(dtype=np.float64) / batch_size
 
 
 def benchmark_filename(workload: str, env: dict[str, str], precision: str = "fp32") -> str:

@@ -14,7 +14,9 @@ millisecond per sentence on a CPU. Its class probabilities come from its compoun
   (1 + |c|) / 2 in [0.5, 1] (no fitting).
 
 Its cost is its own measured latency per request (median of repeated timings, batch sizes as
-for the network: a batch of b sentences is scored one after another).
+for the network: a batch of b sentences is scored one after another). For stage skipping
+(:mod:`ttamer.skip_costs`) VADER is backbone group 0 with head cost 0 (a separate model) and the
+MiniLM layers are group 1, each with its exit head's measured share.
 
 Config (``conf/workload/sst2_minilm.yaml``, given here as a resolved dict): ``data_dir`` (holds
 ``train.tsv`` and ``test.tsv``; a relative path is taken from the current working directory),
@@ -143,7 +145,8 @@ def vader_probabilities(
 def vader_latency(texts: Sequence[str], cfg: LatencyConfig) -> pd.DataFrame:
     """VADER's latency table (stage 1): for each batch size b, the median milliseconds to score
     b sentences one after another (sentences taken in turn from ``texts``), as
-    ``measure_stage_latency`` reports a stage."""
+    ``measure_stage_latency`` reports a stage. VADER has no separate exit head: the head columns
+    are NaN (its trace records head cost 0 and a backbone group of its own)."""
     from vader import SentimentIntensityAnalyzer
 
     analyzer = SentimentIntensityAnalyzer()
@@ -162,7 +165,8 @@ def vader_latency(texts: Sequence[str], cfg: LatencyConfig) -> pd.DataFrame:
         q = np.percentile(times, [10, 90])
         rows.append(
             {"stage": 1, "batch_size": b, "median_ms": statistics.median(times),
-             "p10_ms": q[0], "p90_ms": q[1], "repeats": cfg.repeats}
+             "p10_ms": q[0], "p90_ms": q[1], "repeats": cfg.repeats,
+             "head_median_ms": np.nan, "head_p10_ms": np.nan, "head_p90_ms": np.nan}
         )  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -222,7 +226,8 @@ def produce(config: dict[str, Any], out_dir: Path) -> Trace:
         names = ["vader", *names]
         meta.update({"vader_calibration": calibration, **{f"vader_{k}": str(v) for k, v in params.items()}})
     b0 = cfg.latency.batch_sizes[0]
-    trace = assemble_trace(test_labels, probs, table, b0, names, meta, result.environment)
+    groups = [0] * int(vader) + [int(vader)] * result.probs.shape[1]  # VADER apart from MiniLM's layers
+    trace = assemble_trace(test_labels, probs, table, b0, names, meta, result.environment, groups)
     acc = (trace.pred == trace.labels[:, None]).mean(axis=0)
     log.info(
         "sst2_minilm test accuracy per exit: %s",

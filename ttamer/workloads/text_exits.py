@@ -38,8 +38,14 @@ from numpy.typing import NDArray
 from torch import nn
 
 from ttamer.errors import FieldError
+from ttamer.skip_costs import skip_meta
 from ttamer.traces import Trace
-from ttamer.workloads.latency import LatencyConfig, environment, measure_stage_latency
+from ttamer.workloads.latency import (
+    LatencyConfig,
+    environment,
+    head_cost_per_request,
+    measure_stage_latency,
+)
 from ttamer.workloads.multi_exit import MultiExitNet, TrainConfig, batches, exit_probabilities, train_exits
 
 log = logging.getLogger(__name__)
@@ -438,19 +444,25 @@ def assemble_trace(
     stage_names: Sequence[str],
     meta: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> Trace:
     """A trace from every stage's probabilities (N, n, C) and a latency table (rows ``stage``
-    1..n, ``batch_size``, ``median_ms``, ...): ``cost[i]`` = median ms of stage ``i`` at
-    ``batch_size`` per request; the table is kept in ``meta["latency"]`` and the environment
-    (``env``, default: the current one) in ``meta["env_*"]``."""
+    1..n, ``batch_size``, ``median_ms``, optional ``head_median_ms``, ...): ``cost[i]`` = median
+    ms of stage ``i`` at ``batch_size`` per request; the table is kept in ``meta["latency"]``
+    and the environment (``env``, default: the current one) in ``meta["env_*"]``. For stage
+    skipping (:mod:`ttamer.skip_costs`), ``meta["exit_head_cost"]`` holds each head's median per
+    request (0 where the table has none, clipped to the stage's cost) and
+    ``meta["backbone_group"]`` the ``groups`` (default: one backbone, all 0)."""
     env = dict(env) if env is not None else environment()
     rows = table[table["batch_size"] == batch_size].sort_values("stage")
     per_request = rows["median_ms"].to_numpy(dtype=np.float64) / batch_size
+    heads = head_cost_per_request(table, batch_size)
     info = {
         **dict(meta or {}),
         **{f"env_{k}": v for k, v in env.items()},
         "latency": table.to_json(orient="records"),
         "latency_batch_size": str(batch_size),
+        **skip_meta(heads, per_request, list(groups) if groups is not None else [0] * len(per_request)),
     }
     probs = probs / probs.sum(axis=2, keepdims=True)
     return Trace.build(

@@ -1,5 +1,6 @@
 """Turn a trained multi-exit model and a held-out split into a trace (SPEC §2): every exit's
-class probabilities, and each stage's measured latency at batch size 1 as its cost."""
+class probabilities, and each stage's measured latency at batch size 1 as its cost (with the
+exit head's share of it in ``meta``, for stage skipping: :mod:`ttamer.skip_costs`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ttamer.skip_costs import shared_backbone_groups, skip_meta
 from ttamer.traces import Trace
-from ttamer.workloads.latency import LatencyConfig, environment, measure_stage_latency
+from ttamer.workloads.latency import (
+    LatencyConfig,
+    environment,
+    head_cost_per_request,
+    measure_stage_latency,
+)
 from ttamer.workloads.multi_exit import MultiExitNet, exit_probabilities
 
 
@@ -27,7 +34,9 @@ def model_trace(
 
     ``cost[i]`` = median milliseconds of stage ``i`` (segment + head) at the first batch size of
     ``latency`` (normally 1), per request; the whole latency table (every batch size) is
-    returned and also kept in ``meta["latency"]`` as JSON."""
+    returned and also kept in ``meta["latency"]`` as JSON. ``meta["exit_head_cost"]``: each
+    exit head's median ms alone at that batch size, per request (clipped to the stage's cost);
+    ``meta["backbone_group"]``: every stage in group 0 (one backbone)."""
     probs = exit_probabilities(model, x)
     table = measure_stage_latency(model, x[: min(len(x), 64)], latency)
     b0 = latency.batch_sizes[0]
@@ -38,6 +47,7 @@ def model_trace(
         **{f"env_{k}": v for k, v in env.items()},
         "latency": table.to_json(orient="records"),
         "latency_batch_size": str(b0),
+        **skip_meta(head_cost_per_request(table, b0), per_request, shared_backbone_groups(model.n_stages)),
     }
     names = list(stage_names) if stage_names is not None else [f"exit{i + 1}" for i in range(model.n_stages)]
     trace = Trace.build(
