@@ -21,9 +21,11 @@ from ttamer.skip_costs import (
     SkipStructure,
     independent_meta,
     path_cost,
+    run_set_cost,
     skip_cost_matrix,
     skip_meta,
     skip_structure,
+    tree_edge_costs,
 )
 from ttamer.traces import Trace, TraceError, load_trace, save_trace
 from ttamer.workloads.latency import LatencyConfig
@@ -244,3 +246,38 @@ def test_importers_record_separate_models(tmp_path: Path) -> None:
     export_csv(frugal, path)
     imported = skip_structure(import_csv(path))
     assert imported.group.tolist() == [0, 1, 2] and imported.head.tolist() == [0.0, 0.0, 0.0]
+
+
+# ------------------------------------------------------------------------------ run sets, trees
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_run_set_cost_equals_the_simulated_cost_of_any_increasing_path(seed: int) -> None:
+    trace = random_skip_trace(seed)
+    s = skip_structure(trace)
+    c = skip_cost_matrix(trace)
+    rng = np.random.default_rng(seed + 200)
+    n = trace.n_stages
+    sets = rng.random((30, n)) < 0.5
+    sets[:, int(rng.integers(n))] = True
+    costs = run_set_cost(s, sets)
+    assert costs.shape == (30,)
+    for row, cost in zip(sets, costs, strict=True):
+        stages = np.flatnonzero(row).tolist()
+        assert cost == pytest.approx(simulated_cost(s, stages), abs=1e-9)
+        assert cost == pytest.approx(path_cost(c, stages), abs=1e-9)
+    np.testing.assert_allclose(run_set_cost(s, sets.reshape(5, 6, n)), costs.reshape(5, 6))
+
+
+def test_tree_edge_costs_closed_form() -> None:
+    # one backbone of 3 exits (segments 0.5, 1.5, 2.0; heads 0.5, 0.5, 1.0) and a separate model
+    trace = with_skips([1.0, 2.0, 3.0, 7.0], [0.5, 0.5, 1.0, 0.0], [0, 0, 0, 1])
+    s = skip_structure(trace)
+    # exit 3 from the root, exits 1 and 2 hang from it (backbone done: heads only), model 4 from 1
+    costs = tree_edge_costs(s, [2, 2, None, 0])
+    np.testing.assert_allclose(costs, [0.5, 0.5, 5.0, 7.0])
+    # separate models: each costs its own cost wherever it hangs
+    independent = skip_structure(make_trace([3.0, 1.0, 2.0]), assume="independent")
+    np.testing.assert_allclose(tree_edge_costs(independent, [None, 0, 0]), [3.0, 1.0, 2.0])
+    with pytest.raises(FieldError, match="parents"):
+        tree_edge_costs(independent, [None, 0])

@@ -89,8 +89,19 @@ def quantile_edges(score: FloatArray, n_bins: int) -> FloatArray:
     return np.unique(qs)
 
 
-def fit_chain(trace: Trace, config: FitConfig) -> FittedChain:
-    """Fit the chain on ``trace`` (the fit split)."""
+@dataclass(frozen=True)
+class StageStates:
+    """What every fitted structure shares: per stage, the interior bin edges of its score,
+    its number of states and its smoothed loss per state; and the fit samples' states (N, n)."""
+
+    edges: tuple[FloatArray, ...]
+    n_states: tuple[int, ...]
+    losses: tuple[FloatArray, ...]
+    states: IntArray
+
+
+def fit_stage_states(trace: Trace, config: FitConfig) -> StageStates:
+    """Bin every stage's score on ``trace`` (the fit split) and estimate each bin's loss."""
     if trace.n_samples < 2 * config.n_bins:
         raise TraceError(
             "conf", f"{trace.n_samples} fit samples are too few for {config.n_bins} bins per stage"
@@ -98,25 +109,41 @@ def fit_chain(trace: Trace, config: FitConfig) -> FittedChain:
     scores = stage_scores(trace, config.score)
     edges = tuple(quantile_edges(scores[:, i], config.n_bins) for i in range(trace.n_stages))
     states = assign_states(trace, edges, config)
-    n_states = [(e.size + 1) * (2 if config.agreement and i > 0 else 1) for i, e in enumerate(edges)]
-    losses = [
-        _bin_error_rate(trace.correct[:, i], states[:, i], k, config.loss_prior)
+    n_states = tuple((e.size + 1) * (2 if config.agreement and i > 0 else 1) for i, e in enumerate(edges))
+    losses = tuple(
+        bin_error_rate(trace.correct[:, i], states[:, i], k, config.loss_prior)
         for i, k in enumerate(n_states)
-    ]
-    a = config.transition_prior
-    initial = _normalise(np.bincount(states[:, 0], minlength=n_states[0]) + a)
-    trans = []
-    for i in range(trace.n_stages - 1):
-        counts = np.zeros((n_states[i], n_states[i + 1]))
-        np.add.at(counts, (states[:, i], states[:, i + 1]), 1.0)
-        trans.append(_normalise(counts + a))
+    )
+    return StageStates(edges, n_states, losses, states)
+
+
+def transition_counts(states: IntArray, u: int, v: int, n_states: tuple[int, ...]) -> FloatArray:
+    """Co-occurrence counts of stage ``u``'s state (rows) and stage ``v``'s (columns)."""
+    counts = np.zeros((n_states[u], n_states[v]))
+    np.add.at(counts, (states[:, u], states[:, v]), 1.0)
+    return counts
+
+
+def normalised_costs(trace: Trace) -> FloatArray:
+    """The trace's costs over the full chain's cost (unchanged when that is 0)."""
     total = float(trace.cost.sum())
-    costs = trace.cost / total if total > 0 else trace.cost
-    chain = Chain.build(losses, initial, trans, costs, name="fitted")
-    return FittedChain(chain, edges, config)
+    return np.asarray(trace.cost / total if total > 0 else trace.cost, dtype=np.float64)
 
 
-def _bin_error_rate(correct: NDArray[np.bool_], states: IntArray, n_states: int, prior: float) -> FloatArray:
+def fit_chain(trace: Trace, config: FitConfig) -> FittedChain:
+    """Fit the chain on ``trace`` (the fit split)."""
+    fit = fit_stage_states(trace, config)
+    a = config.transition_prior
+    initial = normalise_rows(np.bincount(fit.states[:, 0], minlength=fit.n_states[0]) + a)
+    trans = [
+        normalise_rows(transition_counts(fit.states, i, i + 1, fit.n_states) + a)
+        for i in range(trace.n_stages - 1)
+    ]
+    chain = Chain.build(list(fit.losses), initial, trans, normalised_costs(trace), name="fitted")
+    return FittedChain(chain, fit.edges, config)
+
+
+def bin_error_rate(correct: NDArray[np.bool_], states: IntArray, n_states: int, prior: float) -> FloatArray:
     """Smoothed error rate per state: (errors + prior * p) / (count + prior), p the stage's rate."""
     errors = np.bincount(states, weights=(~correct).astype(np.float64), minlength=n_states)
     counts = np.bincount(states, minlength=n_states).astype(np.float64)
@@ -126,7 +153,7 @@ def _bin_error_rate(correct: NDArray[np.bool_], states: IntArray, n_states: int,
     return np.where(counts + prior > 0, rate, p)
 
 
-def _normalise(counts: NDArray[np.floating]) -> FloatArray:
+def normalise_rows(counts: NDArray[np.floating]) -> FloatArray:
     """Normalise the last axis to sum to 1; an all-zero row (no data, no prior) becomes uniform."""
     counts = np.asarray(counts, dtype=np.float64)
     sums = counts.sum(axis=-1, keepdims=True)

@@ -205,3 +205,38 @@ def path_cost(matrix: FloatArray, stages: Sequence[int]) -> float:
         total += float(matrix[prev + 1, v])
         prev = v
     return total
+
+
+def run_set_cost(s: SkipStructure, ran: NDArray[np.bool_]) -> FloatArray:
+    """The cost of running a set of exits in any order, ``ran``: (..., n) bool -> (...).
+
+    Each run exit pays its head; a backbone segment is computed once, when some exit at or after
+    it in its group runs. For increasing paths this equals :func:`path_cost`."""
+    ran = np.asarray(ran, dtype=bool)
+    needed = np.empty_like(ran)
+    starts = np.flatnonzero(np.r_[True, s.group[1:] != s.group[:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], s.n_stages], strict=True):
+        later = np.logical_or.accumulate(ran[..., a:b][..., ::-1], axis=-1)[..., ::-1]
+        needed[..., a:b] = later
+    return np.asarray(needed @ s.segment + ran @ s.head, dtype=np.float64)
+
+
+def tree_edge_costs(s: SkipStructure, parents: Sequence[int | None]) -> FloatArray:
+    """The cost of running each exit ``v`` of a tree right after its ancestors (n,): what
+    running ``v`` adds to the run set of its ancestors. Exact when no two branches share a
+    backbone (separate models); otherwise siblings may share segments and the true cost of a
+    run set (:func:`run_set_cost`) is at most the sum of these."""
+    n = s.n_stages
+    if len(parents) != n:
+        raise FieldError("parents", f"has {len(parents)} entries for {n} stages")
+    out = np.empty(n)
+    for v in range(n):
+        path = np.zeros(n, dtype=bool)
+        p = parents[v]
+        while p is not None:
+            path[p] = True
+            p = parents[p]
+        with_v = path.copy()
+        with_v[v] = True
+        out[v] = run_set_cost(s, with_v) - run_set_cost(s, path)
+    return out
