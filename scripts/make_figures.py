@@ -11,6 +11,8 @@ no solver call and no trace loaded, it writes into ``--out``:
 * ``fig_<folder>.png`` per trace workload: accuracy against normalised cost for every policy
   (x label with the cost unit of the points table's ``cost_unit`` column; stage names from the
   folder's ``benchmark-infer-*.csv`` when there is one, else "stage k");
+* ``fig_<folder>_usage.png`` per graph study (a ``<tag>_usage.csv``): how often each stage ran,
+  answered and was skipped, against normalised cost;
 * ``fig_<folder>_lower_bound.png``, ``fig_<folder>_ratio_distribution.png`` and
   ``fig_<folder>_pareto.png`` per synthetic folder;
 * ``summary.csv``: workload x policy -> saving at the reference accuracy minus δ = 0 and 1
@@ -50,7 +52,9 @@ from ttamer.errors import FieldError
 from ttamer.fileio import atomic_write_bytes
 from ttamer.pareto import POINT_COLUMNS, SUMMARY_COLUMNS, check_points, reference_accuracy, summarise
 from ttamer.plotting import plot_lower_bound, plot_pareto, plot_ratio_distribution
+from ttamer.plotting_graphs import plot_stage_usage
 from ttamer.plotting_traces import CURVE_STYLE, plot_trace_pareto, stage_names_from_benchmark
+from ttamer.studies.graph_study import USAGE_COLUMNS
 
 DELTAS = (0.0, 1.0)
 """Accuracy drops (percentage points) below the reference shown in the headline table."""
@@ -159,6 +163,7 @@ class TraceRun:
     n_splits: int
     n_test: int | None
     command: str | None
+    usage: pd.DataFrame | None = None  # graph studies: <tag>_usage.csv
 
     @property
     def n_stages(self) -> int:
@@ -268,6 +273,8 @@ def load_trace_run(folder: Path, points_path: Path, root: Path, several: bool) -
     bench = read_csv(benches[0], ("stage", "batch_size", "median_ms")) if benches else None
     unit = _unique(points["cost_unit"], "cost_unit", points_path)
     n_test = int(points["n_test"].max()) if "n_test" in points.columns else None
+    usage_path = folder / f"{tag}_usage.csv"
+    usage = read_csv(usage_path, USAGE_COLUMNS) if usage_path.is_file() else None
     return TraceRun(
         folder=folder,
         key=key,
@@ -286,6 +293,7 @@ def load_trace_run(folder: Path, points_path: Path, root: Path, several: bool) -
         n_splits=int(points["split"].nunique()),
         n_test=n_test,
         command=run_command(folder),
+        usage=usage,
     )
 
 
@@ -529,6 +537,11 @@ def _draw_trace(t: TraceRun, path: Path) -> Path:
     return plot_trace_pareto(t.points, path, t.title, t.cost_unit, t.stage_names, legend_loc="best")
 
 
+def _draw_usage(t: TraceRun, path: Path) -> Path:
+    assert t.usage is not None
+    return plot_stage_usage(t.usage, t.points, path, t.key)
+
+
 def _draw_table(plot: Plot, table: pd.DataFrame, path: Path) -> Path:
     return plot(table, path)
 
@@ -547,6 +560,9 @@ def make_figures(root: Path, out: Path, readme: Path | None) -> None:
     for t in traces:
         draw = partial(_draw_trace, t)
         jobs.append((target(f"fig_{t.key}.png", t.folder), t.folder / f"{t.tag}_points.csv", draw))
+        if t.usage is not None:
+            source = t.folder / f"{t.tag}_usage.csv"
+            jobs.append((target(f"fig_{t.key}_usage.png", t.folder), source, partial(_draw_usage, t)))
     for s in synthetic:
         for fig, (name, plot) in SYNTHETIC_FIGURES.items():
             path = target(f"fig_{s.key}_{fig}.png", s.folder)

@@ -27,6 +27,10 @@ EXPERIMENTS = {
     "fig6_nlp_sst2": "sst2_minilm",
     "tab1_frugalml_imdb": "frugalml",
     "tab2_frugalml_shop": "frugalml",
+    "skip_fashion_mnist": "fashion_mnist",
+    "skip_sst2_minilm": "sst2_minilm",
+    "tree_frugalml_imdb": "frugalml",
+    "tree_frugalml_shop": "frugalml",
 }
 
 
@@ -62,6 +66,7 @@ GROUP_OPTIONS = [
     ("sweep", ["default"]),
     ("logger", ["wandb", "none"]),
     ("cost", ["measured"]),
+    ("structure", ["chain", "skip"]),
 ]
 
 
@@ -154,6 +159,17 @@ def test_typo_inside_an_experiment_run_is_refused() -> None:
         (["workload=digits", "cost.name=price"], "cost.name"),
         (["workload=digits", "workload.name=resnet"], "workload.name"),
         (["workload=digits", "workload.test_size=???"], "workload.test_size"),
+        (["structure.name=dag"], "structure.name"),
+        (["workload=synthetic", "structure=skip"], "structure"),
+        (["workload=frugalml", "structure=tree", "structure.parents=[]"], "structure.parents"),
+        (
+            ["workload=digits", "structure=skip", "structure.chain_policies=[recall,nope]"],
+            "structure.chain_policies",
+        ),
+        (
+            ["workload=digits", "structure=skip", "structure.chain_policies=[recall]"],
+            "structure.chain_policies",
+        ),
     ],
 )
 def test_enumerations_are_refused(overrides: list[str], field: str) -> None:
@@ -180,9 +196,11 @@ def test_logger_config_refuses_bad_mode_with_field_error() -> None:
 
 def test_choices_agree_with_the_library() -> None:
     from ttamer.logging_wandb import BACKENDS, MODES
+    from ttamer.studies.graph_study import STRUCTURES
     from ttamer.traces import SCORES
 
     assert cs.SCORES == SCORES
+    assert cs.STRUCTURES == ("chain", *STRUCTURES)
     assert cs.LOGGER_BACKENDS == BACKENDS and cs.LOGGER_MODES == MODES
     text_exits = pytest.importorskip("ttamer.workloads.text_exits")
     imagenet = pytest.importorskip("ttamer.workloads.imagenet_timm")

@@ -318,6 +318,20 @@ class CostSchema:
 
 
 @dataclass
+class StructureSchema:
+    """What the policies may do between stages (issue 6). ``chain``: run the stages in order
+    (the trace study); ``skip``: the transitive closure (any later exit next); ``tree``: any
+    stage whose parent has run, ``parents[v]`` the 0-based parent of stage ``v`` (null: the
+    root). ``chain_policies``: chain policies scored beside a graph (``static`` included);
+    ``chain_orders``: also the best chain order, chosen on each fit split (separate models)."""
+
+    name: str = MISSING
+    parents: list[int | None] = MISSING
+    chain_policies: list[str] = MISSING
+    chain_orders: bool = MISSING
+
+
+@dataclass
 class Config:
     """The top level (``conf/config.yaml``). ``workload`` is typed by its option's schema."""
 
@@ -326,6 +340,7 @@ class Config:
     sweep: SweepSchema = MISSING
     logger: LoggerSchema = MISSING
     cost: CostSchema = MISSING
+    structure: StructureSchema = MISSING
     seed: int = MISSING
     progress: bool = MISSING
     data_root: str = MISSING
@@ -346,6 +361,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "sweep": SweepSchema,
     "logger": LoggerSchema,
     "cost": CostSchema,
+    "structure": StructureSchema,
 }
 
 
@@ -375,6 +391,7 @@ VADER_CALIBRATIONS = ("logistic", "linear")
 IMAGENET_MODES = ("cascade", "exits")  # ttamer.workloads.imagenet_timm.MODES
 IMAGENET_LABELS = ("auto", "imagenet", "folder")  # ttamer.workloads.imagenet_timm.LABEL_SPACES
 IMAGENET_FINAL_HEADS = ("model", "linear")
+STRUCTURES = ("chain", "skip", "tree")  # ttamer.studies.graph_study.STRUCTURES + chain
 LOGGER_BACKENDS = ("wandb", "none")  # ttamer.logging_wandb.BACKENDS
 LOGGER_MODES = ("offline", "online", "disabled")  # ttamer.logging_wandb.MODES
 # cost group option -> the workloads it applies to
@@ -459,6 +476,7 @@ def validate_config(cfg: DictConfig) -> None:
     _subset(cfg.policy.compare, SYNTHETIC_POLICIES, "policy.compare")
     _subset(cfg.policy.trace, tuple(TRACE_POLICIES), "policy.trace")
     validate_logger(cfg.logger)
+    _validate_structure(cfg.structure, name, tuple(TRACE_POLICIES))
     _choice(cfg, "cost.name", tuple(COST_SOURCES), "")
     cost = str(cfg.cost.name)
     if name not in COST_SOURCES[cost]:
@@ -470,3 +488,18 @@ def validate_config(cfg: DictConfig) -> None:
             "workload.cost_source",
             f"is {w.cost_source!r} but cost={cost}: choose the costs with cost=<option>",
         )
+
+
+def _validate_structure(structure: DictConfig, workload: str, policies: tuple[str, ...]) -> None:
+    """``structure.name``, and what a graph study needs: a trace workload, parents for a tree
+    (checked against the trace's stages when it is loaded), chain policies with ``static``."""
+    _choice(structure, "name", STRUCTURES, "structure.")
+    if str(structure.name) == "chain":
+        return
+    if workload == "synthetic":
+        raise FieldError("structure", f"structure={structure.name} needs a trace workload, not synthetic")
+    _subset(structure.chain_policies, policies, "structure.chain_policies")
+    if "static" not in [str(p) for p in structure.chain_policies]:
+        raise FieldError("structure.chain_policies", "must include static (the single-stage reference)")
+    if str(structure.name) == "tree" and len(structure.parents) == 0:
+        raise FieldError("structure.parents", "a tree needs each stage's parent (null for the root)")

@@ -19,15 +19,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ttamer.graph import Graph
-from ttamer.solvers.closure import ClosureNoRecallSolution, ClosureRecallSolution
-from ttamer.solvers.tree import TreeNoRecallSolution, TreeRecallSolution
+from ttamer.solvers.closure import ClosureRecallSolution, ForwardNoRecallSolution
+from ttamer.solvers.tree import TreeRecallSolution
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
 G = TypeVar("G", bound=np.generic)
-NoRecallSolution = ClosureNoRecallSolution | TreeNoRecallSolution
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ def replay_closure_recall(graph: Graph, sol: ClosureRecallSolution, states: IntA
     return walk.result()
 
 
-def replay_forward_no_recall(graph: Graph, sol: NoRecallSolution, states: IntArray) -> GraphWalks:
+def replay_forward_no_recall(graph: Graph, sol: ForwardNoRecallSolution, states: IntArray) -> GraphWalks:
     """A recall-free forward walk (closure or descending tree policy) of every ``lam`` of
     ``sol`` on samples ``states`` (N, n); the node returned is the last one run."""
     stop_at = _padded(sol.stop, True)  # (L, n, K)

@@ -24,6 +24,13 @@ CURVE_STYLE: dict[str, dict[str, object]] = {
     "patience": {"label": "patience (K agreements)", "color": "C5", "lw": 1.3},
     "per_stage_threshold": {"label": "per-stage thresholds (Apparate-style)", "color": "C1", "lw": 1.6},
     "threshold_with_recall": {"label": "max-softmax threshold + recall", "color": "C4", "lw": 1.3},
+    # graph policies (ttamer.studies.graph_study)
+    "skip_recall": {"label": "skipping: recall (closure index)", "color": "C9", "lw": 2.2, "ls": "--"},
+    "skip_no_recall": {"label": "skipping: no recall", "color": "C6", "lw": 1.6, "ls": "--"},
+    "single_exit": {"label": "one exit alone (no earlier heads)", "color": "0.45", "lw": 1.0, "ls": ":"},
+    "tree_recall": {"label": "tree: recall (tree index)", "color": "C9", "lw": 2.2, "ls": "--"},
+    "tree_no_recall": {"label": "tree: no recall (descending)", "color": "C6", "lw": 1.6, "ls": "--"},
+    "chain_recall_best_order": {"label": "chain recall, best order on fit split", "color": "C7", "lw": 1.4},
 }
 POINT_POLICIES = ("static", "oracle")
 
@@ -52,7 +59,7 @@ def _curves(ax: Axes, curve: pd.DataFrame, policies: Sequence[str]) -> None:
         style = CURVE_STYLE.get(policy, {"label": policy, "color": "k", "lw": 1.0})
         rows = rows[rows["n_splits"] == rows["n_splits"].max()]  # where every split's hull is defined
         x, m, s = rows["normalized_cost"], rows["mean"], rows["std"].fillna(0.0)
-        ax.plot(x, m, color=style["color"], lw=style["lw"], label=style["label"])
+        ax.plot(x, m, color=style["color"], lw=style["lw"], ls=style.get("ls", "-"), label=style["label"])
         ax.fill_between(x, m - s, m + s, color=style["color"], alpha=0.15, lw=0)
 
 

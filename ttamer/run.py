@@ -37,7 +37,9 @@ from ttamer.fitting import FitConfig
 from ttamer.importers import import_frugalml
 from ttamer.logging_wandb import ExperimentLogger, LoggerConfig
 from ttamer.plotting import plot_lower_bound, plot_pareto, plot_ratio_distribution
+from ttamer.plotting_graphs import plot_stage_usage
 from ttamer.plotting_traces import plot_trace_pareto
+from ttamer.studies.graph_study import GraphStudyConfig, run_graph_study
 from ttamer.studies.synthetic_study import (
     SyntheticStudyConfig,
     ratio_summary,
@@ -149,7 +151,10 @@ def run_trace_workload(
     trace: Trace, tag: str, cfg: DictConfig, out: Path, tracker: ExperimentLogger
 ) -> dict[str, float]:
     """Sweep every policy on ``trace``; write ``<tag>_points.csv``, ``<tag>_summary.csv``,
-    ``<tag>_hulls.csv`` and ``fig_<tag>.png``; return headline metrics."""
+    ``<tag>_hulls.csv`` and ``fig_<tag>.png``; return headline metrics. With a graph
+    ``structure`` (skip, tree), the graph study instead, tagged ``<tag>_<structure>``."""
+    if str(cfg.structure.name) != "chain":
+        return run_graph_workload(trace, f"{tag}_{cfg.structure.name}", cfg, out, tracker)
     result = run_trace_study(trace, trace_study_config(cfg))
     for key in ("points", "summary", "hulls"):
         table = getattr(result, key)
@@ -158,12 +163,67 @@ def run_trace_workload(
     title = f"{tag}: {trace.n_samples} samples, {trace.n_stages} stages"
     fig = plot_trace_pareto(result.points, out / f"fig_{tag}.png", title, trace.cost_unit, trace.stage_names)
     tracker.log_image("figures/pareto", fig)
-    summary = result.summary
+    return _log_summary(result.summary, tag, tracker)
+
+
+def graph_study_config(cfg: DictConfig) -> GraphStudyConfig:
+    """The typed graph-study config from the composed ``structure``, ``workload`` and ``seed``."""
+    base = trace_study_config(cfg)
+    st = cfg.structure
+    parents = tuple(None if p is None else int(p) for p in st.parents)
+    return GraphStudyConfig(
+        structure=str(st.name),
+        parents=parents if str(st.name) == "tree" else None,
+        chain_policies=tuple(str(p) for p in st.chain_policies),
+        chain_orders=bool(st.chain_orders),
+        n_splits=base.sweep.n_splits,
+        fit_fraction=base.sweep.fit_fraction,
+        seed=base.sweep.seed,
+        fit_config=base.sweep.fit_config,
+        reference=base.reference,
+        deltas=base.deltas,
+        progress=base.sweep.progress,
+    )
+
+
+def run_graph_workload(
+    trace: Trace, tag: str, cfg: DictConfig, out: Path, tracker: ExperimentLogger
+) -> dict[str, float]:
+    """Score the graph policies of ``structure`` beside the chain policies on ``trace``; write
+    ``<tag>_{points,summary,hulls,usage}.csv`` (and ``<tag>_orders.csv`` for chain orders),
+    ``fig_<tag>.png`` and ``fig_<tag>_usage.png``; return headline metrics."""
+    try:
+        result = run_graph_study(trace, graph_study_config(cfg))
+    except FieldError as exc:  # name the Hydra field
+        raise FieldError(
+            f"structure.{exc.field}" if exc.field == "parents" else exc.field, exc.message
+        ) from None
+    tables = {
+        "points": result.points,
+        "summary": result.summary,
+        "hulls": result.hulls,
+        "usage": result.usage,
+    }
+    if not result.orders.empty:
+        tables["orders"] = result.orders
+    for key, table in tables.items():
+        write_csv(table, out / f"{tag}_{key}.csv")
+        tracker.log_table(f"tables/{key}", table)
+    title = f"{tag}: {trace.n_samples} samples, {trace.n_stages} stages"
+    fig = plot_trace_pareto(result.points, out / f"fig_{tag}.png", title, trace.cost_unit, trace.stage_names)
+    tracker.log_image("figures/pareto", fig)
+    tracker.log_image(
+        "figures/usage", plot_stage_usage(result.usage, result.points, out / f"fig_{tag}_usage.png", tag)
+    )
+    return _log_summary(result.summary, tag, tracker)
+
+
+def _log_summary(summary: pd.DataFrame, tag: str, tracker: ExperimentLogger) -> dict[str, float]:
     values = summary["mean"].to_numpy(dtype=np.float64)
     keys = (summary["policy"] + "/" + summary["metric"]).tolist()
     metrics = {k: float(v) for k, v in zip(keys, values, strict=True) if np.isfinite(v)}
     tracker.log_metrics(metrics)
-    log.info("%s summary:\n%s", tag, result.summary.to_string(index=False))
+    log.info("%s summary:\n%s", tag, summary.to_string(index=False))
     return metrics
 
 

@@ -162,9 +162,9 @@ class ForwardNoRecallPolicy:
 
 
 @dataclass(frozen=True)
-class ClosureNoRecallSolution:
-    """``value`` (L,); ``stop[u]`` (L, K_u) bool (last node all True); ``next_node[u]`` (L, K_u)
-    (-1 where stopping); ``first_node`` (L,)."""
+class ForwardNoRecallSolution:
+    """A recall-free forward walk per ``lam``: ``value`` (L,); ``stop[u]`` (L, K_u) bool;
+    ``next_node[u]`` (L, K_u) (-1 where stopping); ``first_node`` (L,)."""
 
     lam: FloatArray
     value: FloatArray
@@ -176,6 +176,11 @@ class ClosureNoRecallSolution:
         return ForwardNoRecallPolicy(
             tuple(x[j] for x in self.stop), tuple(x[j] for x in self.next_node), int(self.first_node[j])
         )
+
+
+@dataclass(frozen=True)
+class ClosureNoRecallSolution(ForwardNoRecallSolution):
+    """The optimal recall-free closure policy (last node: ``stop`` all True)."""
 
 
 def solve_closure_no_recall(graph: Graph, lam: ArrayLike) -> ClosureNoRecallSolution:

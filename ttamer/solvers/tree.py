@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ttamer.chain import ChainError, check_lambda
 from ttamer.graph import Graph, structure
-from ttamer.solvers.closure import ForwardNoRecallPolicy
+from ttamer.solvers.closure import ForwardNoRecallPolicy, ForwardNoRecallSolution
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -226,20 +226,8 @@ def solve_tree_recall(graph: Graph, lam: ArrayLike) -> TreeRecallSolution:
 
 
 @dataclass(frozen=True)
-class TreeNoRecallSolution:
-    """The optimal descending recall-free policy. ``value`` (L,); ``stop[v]`` (L, K_v) bool;
-    ``next_node[v]`` (L, K_v): the child to run, -1 where stopping; ``first_node`` (L,)."""
-
-    lam: FloatArray
-    value: FloatArray
-    stop: tuple[BoolArray, ...]
-    next_node: tuple[IntArray, ...]
-    first_node: IntArray
-
-    def policy(self, j: int = 0) -> ForwardNoRecallPolicy:
-        return ForwardNoRecallPolicy(
-            tuple(x[j] for x in self.stop), tuple(x[j] for x in self.next_node), int(self.first_node[j])
-        )
+class TreeNoRecallSolution(ForwardNoRecallSolution):
+    """The optimal descending recall-free policy (``next_node[v]``: the child to run)."""
 
 
 def _best_child(
