@@ -98,6 +98,18 @@ def shared_support_chain(n_stages: int, n_values: int, seed: int, sparsity: int 
     )
 
 
+def per_stage_support_chain(n_stages: int, n_values: int, seed: int) -> Chain:
+    """Like :func:`shared_support_chain`, but every stage draws its own ``n_values`` loss values
+    (as fitted traces do), so the loss grid has about ``n_stages * n_values`` rows."""
+    rng = np.random.default_rng(seed)
+    losses = [rng.uniform(0.0, 1.0, size=n_values) for _ in range(n_stages)]
+    trans = [rng.random((n_values, n_values)) for _ in range(n_stages - 1)]
+    trans = [t / t.sum(axis=1, keepdims=True) for t in trans]
+    return Chain.build(
+        losses, rng.dirichlet(np.ones(n_values)), trans, _costs(n_stages, rng), "per-stage-support"
+    )
+
+
 # ------------------------------------------------------------------ lower-bound family
 
 

@@ -23,12 +23,18 @@ def support_positions(chain: Chain, grid: FloatArray) -> tuple[IntArray, ...]:
     return tuple(np.searchsorted(grid, x).astype(np.intp) for x in chain.losses)
 
 
-def gather_after_min(table: FloatArray, pos: IntArray) -> FloatArray:
-    """``out[..., g, s'] = table[..., min(g, pos[s']), s']`` for a table of shape ``(..., G, K')``."""
+def gather_after_min(table: FloatArray, pos: IntArray, inplace: bool = False) -> FloatArray:
+    """``out[..., g, s'] = table[..., min(g, pos[s']), s']`` for a table of shape ``(..., G, K')``.
+
+    With ``inplace`` the rows above ``pos[s']`` are overwritten in ``table`` itself (no new
+    table; the caller must not need ``table`` any more)."""
     # rows above pos[s'] all take row pos[s']: a streaming select, not a random-access gather
-    top = table[..., pos, np.arange(pos.size)]  # (..., K')
-    below = np.arange(table.shape[-2])[:, None] <= pos[None, :]
-    return np.where(below, table, top[..., None, :])
+    top = table[..., pos, np.arange(pos.size)][..., None, :]  # (..., 1, K')
+    above = np.arange(table.shape[-2])[:, None] > pos[None, :]
+    if inplace:
+        np.copyto(table, top, where=above)
+        return table
+    return np.where(above, top, table)
 
 
 def collapse_after_min(mass: FloatArray, pos: IntArray) -> FloatArray:

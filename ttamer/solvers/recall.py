@@ -13,6 +13,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ttamer.chain import Chain, check_lambda
+from ttamer.errors import FieldError
+from ttamer.solvers.banded import banded_continuation, leading_stop_rows
 from ttamer.solvers.grid import gather_after_min, support_positions
 
 FloatArray = NDArray[np.float64]
@@ -73,30 +75,82 @@ def _largest_stopping_x(x: FloatArray, cont: FloatArray) -> FloatArray:
     ``x``: scaled grid, shape ``(L, G, 1)``; ``cont``: continuation values ``C``, shape
     ``(L, G, K)``. ``X - C(X)`` is non-decreasing in ``X`` (``C`` has slope at most 1), so the
     stopping rows are a prefix; row 0 (``X = 0``) always stops since ``C >= 0``."""
-    stops = x <= cont * (1.0 + TIE_TOLERANCE) + TIE_TOLERANCE  # cont >= 0: relative + absolute slack
-    k = np.maximum(stops.sum(axis=1) - 1, 0)  # (L, K)
+    # X <= C (1 + tol) + tol, with the slack moved onto the small X array (no table temporary)
+    x_slack = (x - TIE_TOLERANCE) / (1.0 + TIE_TOLERANCE)
+    k = np.maximum(np.count_nonzero(x_slack <= cont, axis=1) - 1, 0)  # (L, K)
     return np.take_along_axis(np.broadcast_to(x, cont.shape), k[:, None, :], axis=1)[:, 0]
 
 
-def solve_recall(chain: Chain, lam: ArrayLike) -> RecallSolution:
-    """Solve the recall problem exactly for every ``lam`` (scalar or vector in [0, 1])."""
+METHODS = ("dense", "banded")
+ROWS = ("all", "reachable")
+
+
+def stage_rows(chain: Chain, grid: FloatArray, rows: str) -> list[NDArray[np.intp]]:
+    """The grid rows of each stage's table: every row (``"all"``) or only the values the best
+    loss can take after that stage, 0 and the losses of stages ``0..i`` (``"reachable"``)."""
+    if rows == "all":
+        return [np.arange(grid.size)] * chain.n_stages
+    seen = np.zeros(1)
+    out = []
+    for losses in chain.losses:
+        seen = np.union1d(seen, losses)
+        out.append(np.searchsorted(grid, seen).astype(np.intp))
+    return out
+
+
+def _gather_rows(
+    value: FloatArray, here: NDArray[np.intp], there: NDArray[np.intp], pos: NDArray[np.intp]
+) -> FloatArray:
+    """``V'(min(X, lam l'(s')), s')`` on the rows ``here`` of this stage, from the next stage's
+    table ``value`` (L, G', K') on its rows ``there`` (``here`` and ``pos`` are among them)."""
+    if here.size == there.size == there[-1] + 1:  # every grid row: the plain gather, in place
+        return gather_after_min(value, pos, inplace=True)
+    top = value[..., np.searchsorted(there, pos), np.arange(pos.size)]  # (L, K')
+    below = here[:, None] <= pos[None, :]
+    return np.where(below, value[..., np.searchsorted(there, here), :], top[..., None, :])
+
+
+def solve_recall(chain: Chain, lam: ArrayLike, method: str = "dense", rows: str = "all") -> RecallSolution:
+    """Solve the recall problem exactly for every ``lam`` (scalar or vector in [0, 1]).
+
+    ``method``: ``"dense"`` (one gather and one dense matrix product per stage) or
+    ``"banded"`` (the same step from its band structure, :mod:`ttamer.solvers.banded`; equal up
+    to summation order). ``rows``: ``"all"`` solves every stage on the whole loss grid;
+    ``"reachable"`` (dense only) only on the best-loss values reachable after the stage
+    (:func:`stage_rows`), which halves the work when stages have their own supports; the
+    policy is the same on every reachable state, and the index is then the largest *reachable*
+    stopping value."""
+    if method not in METHODS:
+        raise FieldError("method", f"must be one of {' | '.join(METHODS)}, got {method!r}")
+    if rows not in ROWS or (rows == "reachable" and method != "dense"):
+        raise FieldError("rows", f"must be all, or reachable with method=dense; got {rows!r} ({method})")
     lams = check_lambda(lam)
     grid = chain.support()
     pos = support_positions(chain, grid)
+    where = stage_rows(chain, grid, rows)
     n = chain.n_stages
-    x = lams[:, None, None] * grid[None, :, None]  # scaled best loss, (L, G, 1)
+    x = lams[:, None, None] * grid[where[-1]][None, :, None]  # scaled best loss, (L, G, 1)
     value = np.repeat(x, chain.n_states[-1], axis=2)  # V_n(X, s) = X
+    stop_rows = np.full((lams.size, chain.n_states[-1]), grid.size - 1, dtype=np.int64)
     index: list[FloatArray] = [np.full((lams.size, chain.n_states[-1]), np.inf)]
     for i in range(n - 2, -1, -1):
-        nxt = gather_after_min(value, pos[i + 1])  # V_{i+1}(min(X, lam*l_{i+1}(s')), s')
-        del value
-        k_next = nxt.shape[-1]
-        cont = (nxt.reshape(-1, k_next) @ chain.transitions[i].T).reshape(lams.size, grid.size, -1)
-        del nxt
+        x = lams[:, None, None] * grid[where[i]][None, :, None]
+        if method == "dense":  # one gather and one matrix product (L*G, K_{i+1}) @ (K_{i+1}, K_i)
+            nxt = _gather_rows(value, where[i], where[i + 1], pos[i + 1])
+            del value  # at most two tables alive at a time
+            cont = (nxt.reshape(-1, nxt.shape[-1]) @ chain.transitions[i].T).reshape(
+                lams.size, x.shape[1], -1
+            )
+            del nxt
+        else:
+            cont = banded_continuation(value, x, pos[i + 1], chain.transitions[i], stop_rows)
+            del value
         cont += ((1.0 - lams) * chain.costs[i + 1])[:, None, None]
         index.append(_largest_stopping_x(x, cont))
+        if method == "banded":
+            stop_rows = leading_stop_rows(x, cont)
         value = np.minimum(x, cont, out=cont)
     index.reverse()
-    first = value[:, pos[0], np.arange(chain.n_states[0])]  # (L, K_1)
+    first = value[:, np.searchsorted(where[0], pos[0]), np.arange(chain.n_states[0])]  # (L, K_1)
     total = (1.0 - lams) * chain.costs[0] + first @ chain.initial
     return RecallSolution(lams, total, tuple(index))
