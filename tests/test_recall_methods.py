@@ -81,9 +81,9 @@ def test_reachable_rows_on_per_stage_supports() -> None:
 
 def test_bad_method_and_rows_name_the_field() -> None:
     chain = shared_support_chain(3, 5, seed=0)
-    with pytest.raises(FieldError, match="^method:"):
+    with pytest.raises(FieldError, match=r"^method:"):
         solve_recall(chain, 0.5, method="sparse")
-    with pytest.raises(FieldError, match="^rows:"):
+    with pytest.raises(FieldError, match=r"^rows:"):
         solve_recall(chain, 0.5, rows="some")
-    with pytest.raises(FieldError, match="^rows:"):
+    with pytest.raises(FieldError, match=r"^rows:"):
         solve_recall(chain, 0.5, method="banded", rows="reachable")
