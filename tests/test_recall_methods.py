@@ -87,3 +87,27 @@ def test_bad_method_and_rows_name_the_field() -> None:
         solve_recall(chain, 0.5, rows="some")
     with pytest.raises(FieldError, match=r"^rows:"):
         solve_recall(chain, 0.5, method="banded", rows="reachable")
+
+
+def test_cli_method_and_meta_states(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from ttamer.chain import save_chain
+    from ttamer.cli import main
+
+    path = tmp_path / "c.json"
+    save_chain(shared_support_chain(4, 30, seed=2), path)
+
+    def solve(*extra: str) -> dict:  # type: ignore[type-arg]
+        assert main(["solve", str(path), "--lam", "0.6", *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    dense, banded = solve(), solve("--method", "banded")
+    assert banded["objective"] == pytest.approx(dense["objective"], abs=1e-12)
+    exact_q = solve("--meta-states", "30")  # q >= K: no aggregation, the exact policy
+    assert exact_q["objective"] == pytest.approx(dense["objective"], abs=1e-12)
+    coarse = solve("--meta-states", "2")  # a lifted policy can never beat the optimum
+    assert coarse["meta_states"] == 2 and coarse["objective"] >= dense["objective"] - 1e-12
+    assert main(["solve", str(path), "--lam", "0.6", "--method", "sparse"]) == 2
+    assert main(["solve", str(path), "--lam", "0.6", "--meta-states", "0"]) == 2
+    assert "q: must be at least 1" in capsys.readouterr().err

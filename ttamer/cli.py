@@ -43,13 +43,23 @@ def _floats(values: Any) -> Any:
     return values
 
 
-def solve_one(chain: Chain, lam: float, policy: str) -> dict[str, Any]:
-    """Solve ``chain`` at ``lam`` with ``policy``; the result as a JSON-ready dict."""
+def solve_one(
+    chain: Chain, lam: float, policy: str, method: str = "dense", meta_states: int | None = None
+) -> dict[str, Any]:
+    """Solve ``chain`` at ``lam`` with ``policy``; the result as a JSON-ready dict. For recall,
+    ``method`` (dense | banded, both exact) or ``meta_states`` (soft state aggregation into that
+    many meta-states per stage; the lifted policy is then evaluated exactly)."""
     from ttamer import solvers
 
     out: dict[str, Any] = {"name": chain.name, "policy": policy, "lam": lam}
-    if policy == "recall":
-        sol = solvers.solve_recall(chain, lam)
+    if policy == "recall" and meta_states is not None:
+        from ttamer.solvers.aggregation import evaluate_aggregated_solution, solve_recall_aggregated
+
+        agg = solve_recall_aggregated(chain, lam, meta_states)
+        ev = evaluate_aggregated_solution(chain, agg)
+        out.update(meta_states=meta_states, index=[_floats(x[0]) for x in agg.index])
+    elif policy == "recall":
+        sol = solvers.solve_recall(chain, lam, method=method)
         ev = solvers.evaluate_recall_solution(chain, sol)
         out["index"] = [_floats(x[0]) for x in sol.index]
     elif policy == "no-recall":
@@ -119,7 +129,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
             if isinstance(instance, Graph):
                 result = solve_graph_one(instance, lam, args.policy)
             else:
-                result = solve_one(instance, lam, args.policy)
+                result = solve_one(instance, lam, args.policy, args.method, args.meta_states)
         except ChainError as exc:
             raise UsageError(str(exc) if exc.field == "file" else f"{path}: {exc}") from None
         print(json.dumps({"file": str(path), **result}), flush=True)
@@ -287,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("files", nargs="+", help="chain or graph files (.json or .npz)")
     solve.add_argument("--lam", type=str, required=True, help="trade-off weight in [0, 1]")
     solve.add_argument("--policy", choices=POLICIES, default="recall")
+    solve.add_argument(
+        "--method", choices=("dense", "banded"), default="dense",
+        help="recall on chains: dense matrix products, or the band-structured step (both exact)",
+    )  # fmt: skip
+    solve.add_argument(
+        "--meta-states", type=int, default=None, metavar="Q",
+        help="recall on chains: soft state aggregation into Q meta-states per stage (approximate; "
+        "the lifted policy is evaluated exactly, so objective is its true value)",
+    )  # fmt: skip
     solve.set_defaults(func=_cmd_solve)
 
     sweep = sub.add_parser(

@@ -1,5 +1,11 @@
 """Exact solvers and evaluators for chains, trees and transitive closures: pure numpy, no I/O."""
 
+from ttamer.solvers.aggregation import (
+    AggregatedSolution,
+    aggregate_chain,
+    evaluate_aggregated_solution,
+    solve_recall_aggregated,
+)
 from ttamer.solvers.closure import (
     ClosureNoRecallSolution,
     ClosureRecallPolicy,
@@ -32,6 +38,10 @@ from ttamer.solvers.tree import (
 )
 
 __all__ = [
+    "AggregatedSolution",
+    "aggregate_chain",
+    "evaluate_aggregated_solution",
+    "solve_recall_aggregated",
     "ClosureNoRecallSolution",
     "ClosureRecallPolicy",
     "ClosureRecallSolution",
