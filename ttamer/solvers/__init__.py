@@ -39,9 +39,6 @@ from ttamer.solvers.tree import (
 
 __all__ = [
     "AggregatedSolution",
-    "aggregate_chain",
-    "evaluate_aggregated_solution",
-    "solve_recall_aggregated",
     "ClosureNoRecallSolution",
     "ClosureRecallPolicy",
     "ClosureRecallSolution",
@@ -57,7 +54,9 @@ __all__ = [
     "TreeNoRecallSolution",
     "TreeRecallPolicy",
     "TreeRecallSolution",
+    "aggregate_chain",
     "best_threshold",
+    "evaluate_aggregated_solution",
     "evaluate_graph_policy",
     "evaluate_no_recall_solution",
     "evaluate_policy",
@@ -70,6 +69,7 @@ __all__ = [
     "solve_no_recall",
     "solve_prophet",
     "solve_recall",
+    "solve_recall_aggregated",
     "solve_tree_no_recall",
     "solve_tree_recall",
     "static_policy",
