@@ -66,3 +66,85 @@ def cached_trace(
     save_trace(trace, path)
     log.info("cached trace %s", path)
     return trace, False
+
+
+# ------------------------------------------------------------------------- trained weights
+# Model workloads also keep the trained model's weights next to their cached trace (same name
+# and config key, ``.weights.pt``: a torch state dict, loaded with ``weights_only=True``), so
+# that the model behind a trace can be served (ttamer.serving) without training it again.
+
+# workload name -> module with ``produce_with_model(config, out_dir) -> (Trace, model)`` and
+# ``untrained_model(config) -> model`` (the architecture, to load weights into)
+MODEL_WORKLOADS: dict[str, str] = {
+    "digits": "ttamer.workloads.digits",
+    "fashion_mnist": "ttamer.workloads.fashion_mnist",
+    "sst2_minilm": "ttamer.workloads.sst2_minilm",
+}
+
+
+def weights_path(cache_dir: str | Path, name: str, config: Mapping[str, Any]) -> Path:
+    return Path(cache_dir) / f"{name}-{config_key(config)}.weights.pt"
+
+
+def save_weights(model: Any, path: str | Path) -> None:
+    """The model's state dict, written atomically."""
+    import io
+
+    import torch
+
+    from ttamer.fileio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_weights(model: Any, path: str | Path) -> Any:
+    """``model`` with the state dict saved at ``path`` (no pickle), in eval mode."""
+    import torch
+
+    model.load_state_dict(torch.load(Path(path), map_location="cpu", weights_only=True))
+    model.eval()
+    return model
+
+
+def cached_model(
+    name: str,
+    config: Mapping[str, Any],
+    cache_dir: str | Path,
+    out_dir: str | Path = ".",
+    recompute: bool = False,
+) -> tuple[Any, Trace, bool]:
+    """The trained model of workload ``name`` for ``config`` and its trace: ``(model, trace,
+    reused)``. Both come from the cache when the trace and the weights saved with it are there
+    and valid; otherwise the workload is trained again and both are (re)written (the trace is
+    rebuilt too, so that it is always the trace of the saved weights)."""
+    import importlib
+
+    if name not in MODEL_WORKLOADS:
+        raise ValueError(f"no trained model for workload {name!r}; known: {sorted(MODEL_WORKLOADS)}")
+    module = importlib.import_module(MODEL_WORKLOADS[name])
+    key = config_key(config)
+    tpath, wpath = cache_path(cache_dir, name, config), weights_path(cache_dir, name, config)
+    if tpath.exists() and wpath.exists() and not recompute:
+        try:
+            trace = load_trace(tpath)
+            if trace.meta.get("cache_key") == key:
+                model = load_weights(module.untrained_model(dict(config)), wpath)
+                log.info("reusing cached trace %s and weights %s", tpath, wpath)
+                return model, trace, True
+            log.warning("cached trace %s was made by another config: rebuilding", tpath)
+        except Exception as exc:  # unreadable or mismatched files: rebuild both
+            log.warning("cached model %s is unusable (%s: %s): rebuilding", wpath, type(exc).__name__, exc)
+    elif tpath.exists() and not recompute:
+        log.warning("cached trace %s has no saved weights: training again (trace rebuilt)", tpath)
+    trained: dict[str, Any] = {}
+
+    def produce() -> Trace:
+        trace, trained["model"] = module.produce_with_model(dict(config), Path(out_dir))
+        return trace
+
+    trace, _ = cached_trace(name, config, produce, cache_dir, recompute=True)
+    save_weights(trained["model"], wpath)
+    log.info("saved weights %s", wpath)
+    return trained["model"], trace, False

@@ -189,8 +189,19 @@ def build_model(cfg: DigitsModelConfig, seed: int) -> MultiExitNet:
     return MultiExitNet(segments, heads)
 
 
+def untrained_model(config: dict[str, Any]) -> MultiExitNet:
+    """The architecture of ``config`` (to load saved weights into)."""
+    cfg = DigitsConfig.from_dict(config)
+    return build_model(cfg.model, cfg.seed)
+
+
 def produce(config: dict[str, Any], out_dir: Path) -> Trace:
     """Train the multi-exit CNN on digits and return its trace on the test split."""
+    return produce_with_model(config, out_dir)[0]
+
+
+def produce_with_model(config: dict[str, Any], out_dir: Path) -> tuple[Trace, MultiExitNet]:
+    """:func:`produce`, also returning the trained model."""
     cfg = DigitsConfig.from_dict(config)
     x_tr, y_tr, x_te, y_te = load_split(cfg.test_size, cfg.seed)
     model = build_model(cfg.model, cfg.seed)
@@ -219,4 +230,4 @@ def produce(config: dict[str, Any], out_dir: Path) -> Trace:
         len(history), train_seconds, np.round(accuracy, 4).tolist(), np.round(trace.cost, 4).tolist(),
         trace.cost_unit,
     )  # fmt: skip
-    return trace
+    return trace, model

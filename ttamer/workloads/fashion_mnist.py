@@ -252,8 +252,18 @@ def overthinking_fraction(trace: Trace) -> float:
     return float((correct[:, :-1].any(axis=1) & ~correct[:, -1]).mean())
 
 
+def untrained_model(config: dict[str, Any]) -> MultiExitNet:
+    """The architecture of ``config`` (to load saved weights into)."""
+    return build_model(FashionMnistConfig.from_dict(config))[0]
+
+
 def produce(config: dict[str, Any], out_dir: Path) -> Trace:
     """Train the multi-exit timm network on Fashion-MNIST and return its trace on the test set."""
+    return produce_with_model(config, out_dir)[0]
+
+
+def produce_with_model(config: dict[str, Any], out_dir: Path) -> tuple[Trace, MultiExitNet]:
+    """:func:`produce`, also returning the trained model."""
     cfg = FashionMnistConfig.from_dict(config)
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
@@ -314,4 +324,4 @@ def produce(config: dict[str, Any], out_dir: Path) -> Trace:
     }
     log.info("exit test accuracy %s; stage latency (batch %d) %s ms", [f"{a:.4f}" for a in acc],
              cfg.latency.batch_sizes[0], [f"{c:.3f}" for c in trace.cost])  # fmt: skip
-    return replace(trace, meta={**trace.meta, **extra})
+    return replace(trace, meta={**trace.meta, **extra}), model

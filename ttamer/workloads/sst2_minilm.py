@@ -174,9 +174,26 @@ def vader_latency(texts: Sequence[str], cfg: LatencyConfig) -> pd.DataFrame:
 # --------------------------------------------------------------------------------- producer
 
 
+def untrained_model(config: dict[str, Any]) -> Any:
+    """The multi-exit MiniLM of ``config`` with untrained heads (to load saved weights into)."""
+    from ttamer.workloads.text_exits import build_text_exits, load_backbone, text_exits_config
+
+    cfg = text_exits_config(config)
+    model_dir = config.get("model_dir")
+    folder_model = minilm_folder() if model_dir is None else resolve_path(str(model_dir))
+    backbone, _ = load_backbone(folder_model, "workload.model_dir")
+    return build_text_exits(backbone, 2, cfg.pooling)
+
+
 def produce(config: dict[str, Any], out_dir: Path) -> Trace:
     """The SST-2 MiniLM trace (see the module docstring). ``out_dir`` is unused (the run writes
     the latency table from the trace)."""
+    return produce_with_model(config, out_dir)[0]
+
+
+def produce_with_model(config: dict[str, Any], out_dir: Path) -> tuple[Trace, Any]:
+    """:func:`produce`, also returning the trained network (the MiniLM exits, without VADER:
+    its calibration is in the trace's ``meta``)."""
     from ttamer.workloads.text_exits import assemble_trace, load_backbone, run_text_exits, text_exits_config
 
     cfg = text_exits_config(config)
@@ -234,4 +251,4 @@ def produce(config: dict[str, Any], out_dir: Path) -> Trace:
         ", ".join(f"{n} {a:.3f}" for n, a in zip(names, acc, strict=True)),
     )
     log.info("sst2_minilm cost per stage (%s): %s", trace.cost_unit, np.round(trace.cost, 3).tolist())
-    return trace
+    return trace, result.model

@@ -1,0 +1,24 @@
+"""Serving multi-exit models for real (SPEC §5): a stage-by-stage runtime that stops computing
+for the requests a fitted policy stops (:mod:`~ttamer.serving.runtime`), the per-stage decision
+rules compiled from fitted policies (:mod:`~ttamer.serving.decide`), and a Poisson load test of a
+batching server loop (:mod:`~ttamer.serving.load`)."""
+
+from ttamer.serving.decide import FullModel, PatienceRule, RecallRule, ThresholdRule
+from ttamer.serving.load import LoadResult, poisson_arrivals, run_load
+from ttamer.serving.runtime import Served, StagedModel, TorchStages, serve, serve_in_batches, serve_one_by_one
+
+__all__ = [
+    "FullModel",
+    "LoadResult",
+    "PatienceRule",
+    "RecallRule",
+    "Served",
+    "StagedModel",
+    "ThresholdRule",
+    "TorchStages",
+    "poisson_arrivals",
+    "run_load",
+    "serve",
+    "serve_in_batches",
+    "serve_one_by_one",
+]

@@ -1,0 +1,285 @@
+"""Per-stage decision rules for serving (SPEC §5), compiled from a fitted policy.
+
+A rule sees, after every exit head, the class probabilities of the requests still running, and
+decides, vectorised over them, which ones stop and which stage's answer each of those returns.
+Its per-request memory (best fitted loss so far, the stage where it was reached, the previous
+prediction, the agreement run) lives in :class:`Memory`, whose rows follow the requests when the
+runtime regroups the unfinished ones into a smaller batch.
+
+The rules replicate the trace replay of :mod:`ttamer.policies` decision for decision:
+
+* :class:`RecallRule`: the state of stage ``i`` is the quantile bin of the stage's score among
+  the fit samples (the :class:`~ttamer.fitting.FittedChain` edges, plus agreement with the
+  previous prediction when the chain was fitted with it); stop iff ``lam * best <= index[i][s]``
+  with ``best`` the smallest fitted loss so far; return the stage of ``best`` (earliest on ties);
+* :class:`ThresholdRule`: ``max_softmax`` (stop iff confidence ``>= t``) and ``entropy`` (stop
+  iff entropy ``<= t`` nats), returning the stopping stage;
+* :class:`PatienceRule`: stop once the prediction equals the ``K`` previous ones;
+* :class:`FullModel`: never stop before the last stage, and decide nothing.
+
+Every rule stops every request at the last stage.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ttamer.fitting import FittedChain
+from ttamer.solvers.recall import solve_recall
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+
+@dataclass
+class Memory:
+    """Per-request decision memory: arrays with one row per request still running."""
+
+    arrays: dict[str, Any] = field(default_factory=dict)
+
+    def take(self, rows: NDArray[np.intp]) -> Memory:
+        """The memory of the requests ``rows`` (in that order)."""
+        return Memory({k: v[rows] for k, v in self.arrays.items()})
+
+
+class DecisionRule(Protocol):
+    """A per-stage decision rule."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def knob(self) -> float: ...
+
+    @property
+    def n_stages(self) -> int: ...
+
+    def start(self, n: int) -> Memory:
+        """The memory of ``n`` new requests."""
+        ...
+
+    def step(self, stage: int, probs: FloatArray, memory: Memory) -> tuple[BoolArray, IntArray]:
+        """After stage ``stage`` (0-based) with class probabilities ``probs`` (B, C) of the B
+        requests in ``memory``: (stop (B,), returned stage (B,), meaningful where stop)."""
+        ...
+
+    def step1(self, stage: int, probs: FloatArray, memory: dict[str, Any]) -> tuple[bool, int]:
+        """:meth:`step` for one request, on Python scalars (the batch-1 fast path): ``probs``
+        (C,), ``memory`` a dict (empty at stage 0); the same decisions as :meth:`step`."""
+        ...
+
+
+def confidence1(probs: FloatArray) -> float:
+    """:func:`confidence` of one request's probabilities (C,)."""
+    return min(max(float(probs.max()), 0.0), 1.0)
+
+
+def stage_score1(probs: FloatArray, score: str) -> float:
+    """:func:`stage_score` of one request's probabilities (C,) (the same float operations)."""
+    if score == "max_softmax":
+        return confidence1(probs)
+    return float(stage_score(probs[None, :], score)[0])
+
+
+def as_probabilities(probs: NDArray[np.floating]) -> FloatArray:
+    """Probabilities as the trace stores them: float64, each row divided by its sum."""
+    p = np.asarray(probs, dtype=np.float64)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def confidence(probs: FloatArray) -> FloatArray:
+    """Max-softmax confidence, as in a trace's ``conf``: (B, C) -> (B,)."""
+    return np.asarray(np.clip(probs.max(axis=1), 0.0, 1.0))
+
+
+def stage_score(probs: FloatArray, score: str) -> FloatArray:
+    """The fitted score of every request (higher = more confident), as
+    :func:`ttamer.traces.stage_scores` computes it: (B, C) -> (B,)."""
+    if score == "max_softmax":
+        return confidence(probs)
+    if score == "entropy":
+        return np.asarray((probs * np.log(np.clip(probs, 1e-300, 1.0))).sum(axis=1))
+    if score == "margin":
+        top2 = np.sort(probs, axis=1)[:, -2:]
+        return np.asarray(top2[:, 1] - top2[:, 0])
+    raise ValueError(f"unknown score {score!r}")
+
+
+def _fresh(n: int, n_stages: int) -> dict[str, Any]:
+    return {"prev": np.full(n, -1, dtype=np.int64)}
+
+
+@dataclass
+class RecallRule:
+    """T-Tamer's index policy for one ``lam``, compiled from a fitted chain: per stage, the bin
+    edges of the score, the fitted loss of every state and the index of every state."""
+
+    fitted: FittedChain
+    lam: float
+    name: str = "recall"
+    edges: tuple[FloatArray, ...] = field(init=False)
+    losses: tuple[FloatArray, ...] = field(init=False)
+    index: tuple[FloatArray, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        sol = solve_recall(self.fitted.chain, np.asarray([self.lam], dtype=np.float64))
+        self.index = tuple(np.asarray(x[0], dtype=np.float64) for x in sol.index)
+        self.edges = tuple(np.asarray(e, dtype=np.float64) for e in self.fitted.edges)
+        self.losses = tuple(np.asarray(v, dtype=np.float64) for v in self.fitted.chain.losses)
+        # the batch-1 fast path works on Python lists of the same float64 values
+        self._edges1 = [[float(v) for v in e] for e in self.edges]
+        self._losses1 = [[float(v) for v in x] for x in self.losses]
+        self._index1 = [[float(v) for v in x] for x in self.index]
+        self._score, self._agreement = self.fitted.config.score, self.fitted.config.agreement
+
+    @property
+    def knob(self) -> float:
+        return self.lam
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.index)
+
+    def start(self, n: int) -> Memory:
+        return Memory(
+            {
+                **_fresh(n, self.n_stages),
+                "best": np.full(n, np.inf),
+                "arg": np.zeros(n, dtype=np.int64),
+            }
+        )
+
+    def states(self, stage: int, probs: FloatArray, prev: IntArray) -> IntArray:
+        """The fitted state of every request at ``stage``."""
+        config = self.fitted.config
+        score = stage_score(probs, config.score)
+        state = np.searchsorted(self.edges[stage], score, side="right").astype(np.int64)
+        if config.agreement and stage > 0:
+            agree = probs.argmax(axis=1) == prev
+            state += agree * (self.edges[stage].size + 1)
+        return state
+
+    def step(self, stage: int, probs: FloatArray, memory: Memory) -> tuple[BoolArray, IntArray]:
+        m = memory.arrays
+        state = self.states(stage, probs, m["prev"].astype(np.int64))
+        loss = self.losses[stage][state]
+        better = loss < m["best"]  # strict: the earliest stage on ties
+        m["best"] = np.where(better, loss, m["best"])
+        m["arg"] = np.where(better, stage, m["arg"])
+        m["prev"] = probs.argmax(axis=1)
+        stop = self.lam * m["best"] <= self.index[stage][state]
+        if stage == self.n_stages - 1:
+            stop = np.ones_like(stop)
+        return np.asarray(stop, dtype=bool), np.asarray(m["arg"], dtype=np.int64)
+
+    def step1(self, stage: int, probs: FloatArray, memory: dict[str, Any]) -> tuple[bool, int]:
+        edges = self._edges1[stage]
+        state = bisect_right(edges, stage_score1(probs, self._score))  # = searchsorted(side="right")
+        if self._agreement:
+            pred = int(probs.argmax())
+            if stage > 0 and pred == memory["prev"]:
+                state += len(edges) + 1
+            memory["prev"] = pred
+        loss = self._losses1[stage][state]
+        if stage == 0 or loss < memory["best"]:
+            memory["best"], memory["arg"] = loss, stage
+        stop = stage == len(self._index1) - 1 or self.lam * memory["best"] <= self._index1[stage][state]
+        return stop, memory["arg"]
+
+
+@dataclass
+class ThresholdRule:
+    """One threshold for all stages: ``max_softmax`` (stop iff confidence ``>= t``) or
+    ``entropy`` (stop iff entropy ``<= t`` nats); the stopping stage is returned."""
+
+    score: str
+    t: float
+    n_stages: int
+
+    def __post_init__(self) -> None:
+        if self.score not in ("max_softmax", "entropy"):
+            raise ValueError(f"threshold rule: score must be max_softmax or entropy, got {self.score!r}")
+
+    @property
+    def name(self) -> str:
+        return self.score
+
+    @property
+    def knob(self) -> float:
+        return self.t
+
+    def start(self, n: int) -> Memory:
+        return Memory()
+
+    def step(self, stage: int, probs: FloatArray, memory: Memory) -> tuple[BoolArray, IntArray]:
+        if self.score == "max_softmax":
+            stop = confidence(probs) >= self.t
+        else:  # as the replay: -entropy >= -t
+            stop = stage_score(probs, "entropy") >= -self.t
+        if stage == self.n_stages - 1:
+            stop = np.ones_like(stop)
+        return np.asarray(stop, dtype=bool), np.full(len(probs), stage, dtype=np.int64)
+
+    def step1(self, stage: int, probs: FloatArray, memory: dict[str, Any]) -> tuple[bool, int]:
+        if stage == self.n_stages - 1:
+            return True, stage
+        if self.score == "max_softmax":
+            return confidence1(probs) >= self.t, stage
+        return stage_score1(probs, "entropy") >= -self.t, stage
+
+
+@dataclass
+class PatienceRule:
+    """Stop at the first stage whose prediction equals the ``k`` previous stages' predictions."""
+
+    k: int
+    n_stages: int
+    name: str = "patience"
+
+    @property
+    def knob(self) -> float:
+        return float(self.k)
+
+    def start(self, n: int) -> Memory:
+        return Memory({**_fresh(n, self.n_stages), "run": np.zeros(n, dtype=np.int64)})
+
+    def step(self, stage: int, probs: FloatArray, memory: Memory) -> tuple[BoolArray, IntArray]:
+        m = memory.arrays
+        pred = probs.argmax(axis=1)
+        m["run"] = np.where((stage > 0) & (pred == m["prev"]), m["run"] + 1, 0)
+        m["prev"] = pred
+        stop = m["run"] >= self.k
+        if stage == self.n_stages - 1:
+            stop = np.ones_like(stop)
+        return np.asarray(stop, dtype=bool), np.full(len(probs), stage, dtype=np.int64)
+
+    def step1(self, stage: int, probs: FloatArray, memory: dict[str, Any]) -> tuple[bool, int]:
+        pred = int(probs.argmax())
+        run = memory["run"] + 1 if stage > 0 and pred == memory["prev"] else 0
+        memory["run"], memory["prev"] = run, pred
+        return stage == self.n_stages - 1 or run >= self.k, stage
+
+
+@dataclass
+class FullModel:
+    """Run every stage; no decision is computed before the last stage."""
+
+    n_stages: int
+    name: str = "full"
+    knob: float = float("nan")
+
+    def start(self, n: int) -> Memory:
+        return Memory()
+
+    def step(self, stage: int, probs: FloatArray, memory: Memory) -> tuple[BoolArray, IntArray]:
+        last = stage == self.n_stages - 1
+        return np.full(len(probs), last, dtype=bool), np.full(len(probs), stage, dtype=np.int64)
+
+    def step1(self, stage: int, probs: FloatArray, memory: dict[str, Any]) -> tuple[bool, int]:
+        return stage == self.n_stages - 1, stage

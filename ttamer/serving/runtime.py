@@ -1,0 +1,277 @@
+"""A serving runtime for multi-exit models (SPEC §5): requests run one stage at a time, a
+decision rule (:mod:`ttamer.serving.decide`) looks at every exit head's probabilities, the
+requests that stop are answered, and only the unfinished ones are regrouped into a smaller batch
+for the next stage. A request that stops at stage ``i`` never runs stage ``i + 1``.
+
+The model side is a :class:`StagedModel`: ``stage(i, state) -> (state, logits)`` runs one
+stage on a batch, ``probabilities(logits)`` turns its exit's output into float64 class
+probabilities exactly as the trace stored them, ``take(state, rows)`` keeps some rows.
+:class:`TorchStages` wraps a :class:`~ttamer.workloads.multi_exit.MultiExitNet` (tensors,
+:class:`~ttamer.workloads.text_exits.TokenBatch` / ``HiddenState`` of the text models), with an
+optional first stage that is not a network (VADER on the raw texts, for SST-2).
+
+Timing: every stage's compute (``stage``) and decision (probabilities + rule + regrouping) are
+timed separately with ``time.perf_counter``; each request's latency is the time from the start
+of its batch to the decision that stopped it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from ttamer.serving.decide import DecisionRule, FullModel, as_probabilities
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+class StagedModel(Protocol):
+    """A model that runs one stage at a time on a batch of requests."""
+
+    @property
+    def n_stages(self) -> int: ...
+
+    def stage(self, i: int, state: Any) -> tuple[Any, Any]:
+        """Run stage ``i`` (0-based) on ``state`` (the requests for ``i = 0``): (state, output)."""
+        ...
+
+    def probabilities(self, output: Any) -> FloatArray:
+        """The exit's class probabilities (B, C), float64, as the trace stores them."""
+        ...
+
+    def take(self, state: Any, rows: NDArray[np.intp]) -> Any:
+        """The rows ``rows`` of a batch state (or of a batch of requests)."""
+        ...
+
+
+def take_rows(state: Any, rows: NDArray[np.intp]) -> Any:
+    """Rows of a tensor, of a :class:`TokenBatch`, of a ``HiddenState`` (its batch-shaped
+    tensors; a broadcast attention mask is kept), of a list, or of a tuple of those."""
+    if isinstance(state, torch.Tensor):
+        return state[torch.as_tensor(rows, dtype=torch.long, device=state.device)]
+    if isinstance(state, tuple):
+        return tuple(take_rows(s, rows) for s in state)
+    if isinstance(state, list):
+        return [state[int(r)] for r in rows]
+    if state is None:
+        return None
+    from ttamer.workloads.text_exits import HiddenState, TokenBatch
+
+    if isinstance(state, TokenBatch):
+        return state[torch.as_tensor(rows, dtype=torch.long)]
+    if isinstance(state, HiddenState):
+        n = state.hidden.shape[0]
+
+        def batch_rows(t: Any) -> Any:  # a broadcast (size-1) batch dimension is kept
+            if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == n:
+                return take_rows(t, rows)
+            return t
+
+        return replace(
+            state,
+            hidden=take_rows(state.hidden, rows),
+            mask=take_rows(state.mask, rows),
+            bias=batch_rows(state.bias),
+            position_ids=batch_rows(state.position_ids),
+        )
+    raise TypeError(f"cannot take rows of a {type(state).__name__}")
+
+
+@dataclass
+class TorchStages:
+    """A :class:`~ttamer.workloads.multi_exit.MultiExitNet` as a :class:`StagedModel`.
+
+    ``first``: an optional extra stage 0 that is not part of the network (a callable from the
+    raw requests to class probabilities (B, C)); then requests are ``(raw, network input)``
+    pairs and the network's stage ``i`` is served as stage ``i + 1``."""
+
+    model: Any
+    first: Callable[[Any], FloatArray] | None = None
+
+    def __post_init__(self) -> None:
+        self.model.eval()
+
+    @property
+    def n_stages(self) -> int:
+        return int(self.model.n_stages) + (self.first is not None)
+
+    @torch.inference_mode()
+    def stage(self, i: int, state: Any) -> tuple[Any, Any]:
+        if self.first is not None:
+            if i == 0:
+                raw, net_input = state
+                return net_input, self.first(raw)
+            i -= 1
+        return self.model.stage(i, state)
+
+    def probabilities(self, output: Any) -> FloatArray:
+        if isinstance(output, np.ndarray):
+            return as_probabilities(output)
+        # as ttamer.workloads.multi_exit.exit_probabilities: float32 softmax, then float64
+        return as_probabilities(torch.softmax(output.detach().float(), dim=-1).numpy())
+
+    def probabilities1(self, output: Any) -> FloatArray:
+        """:meth:`probabilities` of a batch of one, as a (C,) row (fewer array operations)."""
+        if isinstance(output, np.ndarray):
+            p = np.asarray(output[0], dtype=np.float64)
+        else:
+            p = torch.softmax(output.detach().float(), dim=-1)[0].numpy().astype(np.float64)
+        return np.asarray(p / p.sum(), dtype=np.float64)
+
+    def take(self, state: Any, rows: NDArray[np.intp]) -> Any:
+        return take_rows(state, rows)
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One stage of one batch: its index, batch size, compute and decision seconds."""
+
+    stage: int
+    batch_size: int
+    compute_s: float
+    decide_s: float
+
+
+@dataclass
+class Served:
+    """The outcome of serving a batch of N requests: ``stop`` (N,) the last stage run (0-based),
+    ``returned`` (N,) the stage whose answer is returned, ``pred`` (N,) that answer,
+    ``finish_s`` (N,) seconds from the batch's start to its answer, and the stage records."""
+
+    stop: IntArray
+    returned: IntArray
+    pred: IntArray
+    finish_s: FloatArray
+    stages: list[StageRecord] = field(default_factory=list)
+
+
+def serve(
+    model: StagedModel, requests: Any, rule: DecisionRule, n: int | None = None, fast: bool = True
+) -> Served:
+    """Serve ``requests`` (a batch the model's stage 0 takes, of ``n`` rows: ``len`` when not
+    given) under ``rule``: stage by stage, answering the requests that stop and regrouping the
+    others into a smaller batch. A request is never run past the stage where it stopped.
+    ``fast``: one request takes the scalar path (:meth:`DecisionRule.step1`, same decisions)."""
+    if rule.n_stages != model.n_stages:
+        raise ValueError(f"rule has {rule.n_stages} stages, the model {model.n_stages}")
+    n_req = len(requests) if n is None else n
+    if n_req == 1 and fast:
+        return serve_single(model, requests, rule)
+    stop = np.full(n_req, -1, dtype=np.int64)
+    returned = np.full(n_req, -1, dtype=np.int64)
+    pred = np.full(n_req, -1, dtype=np.int64)
+    finish = np.full(n_req, np.nan)
+    records: list[StageRecord] = []
+    preds = np.full((n_req, model.n_stages), -1, dtype=np.int64)
+    active = np.arange(n_req)
+    full = isinstance(rule, FullModel)
+    last = model.n_stages - 1
+    t_start = time.perf_counter()
+    memory = rule.start(n_req)
+    state = requests
+    for i in range(model.n_stages):
+        t0 = time.perf_counter()
+        state, output = model.stage(i, state)
+        t1 = time.perf_counter()
+        if full and i < last:
+            records.append(StageRecord(i, len(active), t1 - t0, 0.0))
+            continue
+        probs = model.probabilities(output)
+        preds[active, i] = probs.argmax(axis=1)
+        halt, ret = rule.step(i, probs, memory)
+        done = np.flatnonzero(halt)
+        if done.size:
+            rows = active[done]
+            stop[rows] = i
+            returned[rows] = ret[done]
+            pred[rows] = preds[rows, ret[done]]
+        keep = np.flatnonzero(~halt)
+        if keep.size and done.size:  # regroup the unfinished requests into a smaller batch
+            state = model.take(state, keep)
+            memory = memory.take(keep)
+        t2 = time.perf_counter()
+        if done.size:
+            finish[active[done]] = t2 - t_start
+        records.append(StageRecord(i, len(active), t1 - t0, t2 - t1))
+        active = active[keep]
+        if not active.size:
+            break
+    return Served(stop, returned, pred, finish, records)
+
+
+def serve_single(model: StagedModel, request: Any, rule: DecisionRule) -> Served:
+    """:func:`serve` for one request: the decision on Python scalars."""
+    records: list[StageRecord] = []
+    memory: dict[str, Any] = {}
+    preds: list[int] = []
+    full = isinstance(rule, FullModel)
+    last = model.n_stages - 1
+    clock = time.perf_counter
+    row_probs = getattr(model, "probabilities1", None) or (lambda out: model.probabilities(out)[0])
+    t_start = clock()
+    state = request
+    for i in range(model.n_stages):
+        t0 = clock()
+        state, output = model.stage(i, state)
+        t1 = clock()
+        if full and i < last:
+            records.append(StageRecord(i, 1, t1 - t0, 0.0))
+            continue
+        probs = row_probs(output)
+        preds.append(int(probs.argmax()))
+        halt, ret = rule.step1(i, probs, memory)
+        t2 = clock()
+        records.append(StageRecord(i, 1, t1 - t0, t2 - t1))
+        if halt:
+            pred = preds[-1] if full else preds[ret]
+            return Served(
+                np.array([i], dtype=np.int64), np.array([ret], dtype=np.int64),
+                np.array([pred], dtype=np.int64), np.array([t2 - t_start]), records,
+            )  # fmt: skip
+    raise AssertionError("a rule must stop at the last stage")
+
+
+def serve_one_by_one(
+    model: StagedModel, requests: Sequence[Any], rule: DecisionRule
+) -> tuple[Served, FloatArray]:
+    """Serve every request alone (batch 1), one after another: the outcomes stacked, and each
+    request's wall-clock latency (seconds, the whole :func:`serve` call)."""
+    outcomes, latency = [], np.empty(len(requests))
+    for j, req in enumerate(requests):
+        t0 = time.perf_counter()
+        outcomes.append(serve(model, req, rule, n=1))
+        latency[j] = time.perf_counter() - t0
+    return concat(outcomes), latency
+
+
+def serve_in_batches(
+    model: StagedModel, requests: Any, n: int, rule: DecisionRule, batch_size: int
+) -> tuple[Served, FloatArray]:
+    """Serve ``requests`` (``n`` rows) in consecutive batches of ``batch_size``: outcomes, and
+    the wall-clock seconds of every batch."""
+    outcomes, seconds = [], []
+    for start in range(0, n, batch_size):
+        rows = np.arange(start, min(start + batch_size, n))
+        batch = model.take(requests, rows)
+        t0 = time.perf_counter()
+        outcomes.append(serve(model, batch, rule, n=len(rows)))
+        seconds.append(time.perf_counter() - t0)
+    return concat(outcomes), np.asarray(seconds)
+
+
+def concat(outcomes: Sequence[Served]) -> Served:
+    """Outcomes of consecutive batches as one."""
+    return Served(
+        np.concatenate([o.stop for o in outcomes]),
+        np.concatenate([o.returned for o in outcomes]),
+        np.concatenate([o.pred for o in outcomes]),
+        np.concatenate([o.finish_s for o in outcomes]),
+        [r for o in outcomes for r in o.stages],
+    )
