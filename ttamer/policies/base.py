@@ -22,6 +22,8 @@ from ttamer.traces import Trace
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
+SCORE_BLOCK = 1 << 22  # (knob, sample) pairs scored at once
+
 
 @dataclass(frozen=True)
 class Decisions:
@@ -80,11 +82,22 @@ class Scores:
 
 def score_decisions(decisions: Decisions, test: Trace) -> Scores:
     """Accuracy of the returned stage, mean cost of the stages run (trace cost units), and
-    that cost over the full chain's cost."""
-    rows = np.arange(test.n_samples)[None, :]
-    correct = test.correct[rows, decisions.returned]  # (M, N)
-    cost = test.cumulative_cost[decisions.stop]
+    that cost over the full chain's cost.
+
+    Computed a few knob values at a time (about :data:`SCORE_BLOCK` (knob, sample) pairs), so
+    that no (M, N) temporary is built; each knob's means are those of the whole (M, N) arrays."""
+    n_samples = test.n_samples
+    correct_table = test.correct
+    cum_cost = test.cumulative_cost
+    m = decisions.stop.shape[0]
+    accuracy = np.empty(m, dtype=np.float64)
+    mean_cost = np.empty(m, dtype=np.float64)
+    rows = np.arange(n_samples)[None, :]
+    step = max(1, SCORE_BLOCK // max(n_samples, 1))
+    for a in range(0, m, step):
+        b = min(a + step, m)
+        accuracy[a:b] = correct_table[rows, decisions.returned[a:b]].mean(axis=1)
+        mean_cost[a:b] = cum_cost[decisions.stop[a:b]].mean(axis=1)
     total = float(test.cost.sum())
-    mean_cost = cost.mean(axis=1)
     norm = mean_cost / total if total > 0 else np.full_like(mean_cost, np.nan)
-    return Scores(decisions.knobs, correct.mean(axis=1), mean_cost, norm)
+    return Scores(decisions.knobs, accuracy, mean_cost, norm)

@@ -12,8 +12,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ttamer.chain import Chain
-from ttamer.policies.base import Decisions, ScoringContext, first_true
+from ttamer.policies.base import Decisions, ScoringContext
 from ttamer.policies.grids import LambdaSweep
+from ttamer.policies.stopping import first_exit
 from ttamer.solvers.no_recall import solve_no_recall
 
 FloatArray = NDArray[np.float64]
@@ -23,8 +24,12 @@ IntArray = NDArray[np.int64]
 def no_recall_decisions(chain: Chain, states: IntArray, lams: FloatArray) -> Decisions:
     """Optimal-stopping decisions for samples in ``states`` (N, n), for every ``lam`` (L,)."""
     sol = solve_no_recall(chain, lams)
-    cond = np.stack([sol.stop[i][:, states[:, i]] for i in range(states.shape[1])], axis=-1)  # (L, N, n)
-    stop = first_true(cond)
+    stop_sets = [np.ascontiguousarray(x.T) for x in sol.stop]  # (K_i, L)
+
+    def exits(i: int, a: int, b: int) -> NDArray[np.bool_]:  # (b - a, L)
+        return np.take(stop_sets[i], states[a:b, i], axis=0)
+
+    stop = first_exit(lams.size, states.shape[0], states.shape[1], exits)
     return Decisions(lams, stop, stop)
 
 

@@ -14,13 +14,15 @@ feasible (or none is left).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ttamer.errors import FieldError
-from ttamer.policies.base import Decisions, ScoringContext, first_true
+from ttamer.policies.base import Decisions, ScoringContext
+from ttamer.policies.stopping import first_exit
 from ttamer.traces import Trace
 
 FloatArray = NDArray[np.float64]
@@ -61,8 +63,15 @@ def thresholds_at(candidates: tuple[FloatArray, ...], steps: IntArray) -> FloatA
 
 
 def exit_stages(conf: FloatArray, thresholds: FloatArray) -> IntArray:
-    """Stop stages (M, N) for threshold vectors (M, n) on confidences (N, n)."""
-    return first_true(conf[None, :, :] >= thresholds[:, None, :])
+    """Stop stages (M, N) for threshold vectors (M, n) on confidences (N, n): the first stage
+    with ``conf >= threshold`` (the last stage always exits)."""
+    conf = np.asarray(conf)
+    thresholds = np.asarray(thresholds)
+
+    def exits(i: int, a: int, b: int) -> NDArray[np.bool_]:  # (b - a, M)
+        return conf[a:b, i, None] >= thresholds[None, :, i]
+
+    return first_exit(thresholds.shape[0], conf.shape[0], conf.shape[1], exits)
 
 
 @dataclass(frozen=True)
@@ -124,28 +133,66 @@ def _best_move(gain: IntArray, saving: FloatArray, feasible: NDArray[np.bool_]) 
 
 def tune_thresholds(fit: Trace, budget: float, n_levels: int) -> TunedThresholds:
     """Greedy Apparate-style tuning on the fit split for one ``budget`` (accuracy points)."""
+    return tune_budgets(fit, (budget,), n_levels)[0]
+
+
+def tune_budgets(fit: Trace, budgets: Sequence[float], n_levels: int) -> tuple[TunedThresholds, ...]:
+    """The greedy of :func:`tune_thresholds` for every budget (results in the order given).
+
+    Each budget's run is exactly its own greedy; runs in the same state share each step's
+    evaluation of the moves (the expensive part), and split only when their feasible moves
+    lead them to different moves or one of them stops. Candidates and sample bands are
+    computed once for all budgets."""
     conf, correct = fit.conf, fit.correct.astype(np.int64)
     n_samples, n = correct.shape
+    cum_cost = fit.cumulative_cost
     candidates = stage_candidates(conf, n_levels)
     bands = _stage_bands(conf, candidates)
     sizes = np.asarray([c.size for c in candidates], dtype=np.int64)
-    steps = np.zeros(n - 1, dtype=np.int64)
-    stop = np.full(n_samples, n - 1, dtype=np.int64)
-    n_correct = int(correct[:, -1].sum())
-    floor = n_correct - budget * n_samples / 100.0 - FEASIBILITY_TOLERANCE
-    moves: list[int] = []
-    while True:
-        gain, saving, moved, moved_stage = _move_effects(correct, fit.cumulative_cost, stop, bands, steps)
-        feasible = (steps < sizes) & (n_correct + gain >= floor)
-        if not feasible.any():
-            break
-        j = _best_move(gain, saving, feasible)
-        steps[j] += 1
-        moves.append(j)
-        stop[moved[moved_stage == j]] = j
-        n_correct += int(gain[j])
-    thresholds = thresholds_at(candidates, steps)
-    return TunedThresholds(budget, thresholds, candidates, steps, n_correct / n_samples, tuple(moves))
+    start = int(correct[:, -1].sum())
+    floors = np.asarray([start - float(b) * n_samples / 100.0 - FEASIBILITY_TOLERANCE for b in budgets])
+    results: list[TunedThresholds | None] = [None] * len(budgets)
+    # (budgets sharing the state, steps, stop per sample, correct count, moves so far)
+    first = (np.arange(len(budgets)), np.zeros(n - 1, np.int64), np.full(n_samples, n - 1, np.int64))
+    runs: list[tuple[IntArray, IntArray, IntArray, int, list[int]]] = [(*first, start, [])]
+    while runs:
+        members, steps, stop, n_correct, moves = runs.pop()
+        while members.size:
+            gain, saving, moved, moved_stage = _move_effects(correct, cum_cost, stop, bands, steps)
+            feasible = (steps < sizes)[None, :] & ((n_correct + gain)[None, :] >= floors[members, None])
+            chosen = np.full(members.size, -1, dtype=np.int64)  # -1: no feasible move, done
+            best: dict[bytes, int] = {}
+            for g, mask in enumerate(feasible):
+                if mask.any():
+                    key = mask.tobytes()
+                    if key not in best:
+                        best[key] = _best_move(gain, saving, mask)
+                    chosen[g] = best[key]
+            for k in members[chosen < 0]:
+                thresholds = thresholds_at(candidates, steps)
+                accuracy = n_correct / n_samples
+                results[k] = TunedThresholds(
+                    float(budgets[k]), thresholds, candidates, steps.copy(), accuracy, tuple(moves)
+                )
+            moves_next = np.unique(chosen[chosen >= 0])
+            for j in moves_next[1:]:  # other moves: a run of their own, from a copy of the state
+                steps_j, stop_j = steps.copy(), stop.copy()
+                steps_j[j] += 1
+                stop_j[moved[moved_stage == j]] = j
+                runs.append(
+                    (members[chosen == j], steps_j, stop_j, n_correct + int(gain[j]), [*moves, int(j)])
+                )
+            if moves_next.size == 0:
+                break
+            j = int(moves_next[0])
+            members = members[chosen == j]
+            steps[j] += 1
+            moves.append(j)
+            stop[moved[moved_stage == j]] = j
+            n_correct += int(gain[j])
+    done = tuple(r for r in results if r is not None)
+    assert len(done) == len(results)  # every run ends
+    return done
 
 
 @dataclass(frozen=True)
@@ -172,7 +219,7 @@ class PerStageThresholdPolicy(PerStageThresholdParams):
 
     def tune(self, fit: Trace) -> tuple[TunedThresholds, ...]:
         """One tuning per budget, in increasing budget order."""
-        return tuple(tune_thresholds(fit, float(b), self.n_levels) for b in sorted(set(self.budgets)))
+        return tune_budgets(fit, [float(b) for b in sorted(set(self.budgets))], self.n_levels)
 
     def decide(self, ctx: ScoringContext) -> Decisions:
         tuned = self.tune(ctx.fit)

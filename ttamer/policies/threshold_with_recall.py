@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ttamer.policies.base import Decisions, ScoringContext
 from ttamer.policies.grids import QuantileSweep
 from ttamer.policies.max_softmax import NEVER_EXIT
-from ttamer.policies.stopping import at_stage, first_at_least, running_argmax
+from ttamer.policies.stopping import first_at_least_with_argmax
 
 
 @dataclass(frozen=True)
@@ -21,5 +21,5 @@ class ThresholdWithRecallPolicy(QuantileSweep):
 
     def decide(self, ctx: ScoringContext) -> Decisions:
         t = self.grid(ctx.fit.conf, (0.0, NEVER_EXIT))
-        stop = first_at_least(ctx.test.conf, t)
-        return Decisions(t, stop, at_stage(running_argmax(ctx.test.conf), stop))
+        stop, most_confident = first_at_least_with_argmax(ctx.test.conf, t)
+        return Decisions(t, stop, most_confident)
