@@ -161,6 +161,25 @@ def banded(chain: Chain, lams: tuple[float, ...], repeats: int) -> list[dict[str
     return rows
 
 
+def torch_rows(chain: Chain, device: str, repeats: int) -> list[dict[str, Any]]:
+    """The torch backend in float64 and float32 on ``device`` (one ``lam``), against the numpy
+    solver: time and the largest relative error of the values against numpy float64."""
+    import torch
+
+    from ttamer.solvers.torch_backend import solve_recall_torch
+
+    lams = lambda_grid(8, 1e-2, 1e4)
+    exact = solve_recall(chain, lams).value
+    rows = []
+    for dtype in (torch.float64, torch.float32):
+        solve_recall_torch(chain, 0.5, device, dtype)  # warm-up (CUDA context, kernels)
+        seconds = median_time(lambda dtype=dtype: solve_recall_torch(chain, 0.5, device, dtype), repeats)
+        value = solve_recall_torch(chain, lams, device, dtype).value
+        rows.append({"device": device, "dtype": str(dtype).removeprefix("torch."), "seconds": seconds,
+                     "max_rel_error": float(np.max(np.abs(value - exact) / np.abs(exact)))})  # fmt: skip
+    return rows
+
+
 def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
     print(f"\n{title}")
     keys = list(rows[0])
@@ -183,6 +202,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="K = 1000, n = 12 only")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
+    ap.add_argument("--torch-device", default="cpu", help="device of the torch backend rows (cpu, cuda)")
     args = ap.parse_args()
     sizes = [(1000, 12)] if args.quick else [(k, n) for k in (100, 300, 1000, 3000) for n in (6, 12, 24)]
     grid_rows = []
@@ -198,6 +218,8 @@ def main() -> None:
     print_rows("per-stage supports (K = 1000 values per stage, n = 12) vs shared support", [per_stage])
     band = banded(main_chain, (0.1, 0.5, 0.9, 0.99), 1)
     print_rows("banded vs dense continuation (K = 1000, n = 12)", band)
+    backend = torch_rows(main_chain, args.torch_device, args.repeats)
+    print_rows(f"torch backend vs numpy (K = 1000, n = 12, numpy {head['solver_s']:.3f} s)", backend)
     result = {
         "benchmark": "exact recall solver vs its matrix products",
         "ratio_solver_to_matmul": round(head["ratio_solver_to_matmul"], 3),
@@ -208,6 +230,7 @@ def main() -> None:
         "lambda_batch": batch,
         "per_stage_support": per_stage,
         "banded": band,
+        "torch": backend,
         **machine(),
     }
     if args.out:
