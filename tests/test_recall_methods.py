@@ -111,3 +111,17 @@ def test_cli_method_and_meta_states(tmp_path, capsys) -> None:  # type: ignore[n
     assert main(["solve", str(path), "--lam", "0.6", "--method", "sparse"]) == 2
     assert main(["solve", str(path), "--lam", "0.6", "--meta-states", "0"]) == 2
     assert "q: must be at least 1" in capsys.readouterr().err
+
+
+def test_lambda_chunks_give_the_same_solution(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ttamer.solvers.recall as recall
+
+    chain = shared_support_chain(4, 40, seed=5)
+    lams = np.linspace(0.0, 1.0, 11)
+    whole = solve_recall(chain, lams)
+    monkeypatch.setattr(recall, "LAMBDA_CHUNK_BYTES", 1)  # one lam per chunk
+    chunked = solve_recall(chain, lams)
+    np.testing.assert_array_equal(chunked.value, whole.value)
+    for a, b in zip(whole.index, chunked.index, strict=True):
+        assert a.shape == b.shape == (11, 40)
+        np.testing.assert_array_equal(b, a)

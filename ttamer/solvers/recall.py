@@ -110,6 +110,9 @@ def _gather_rows(
     return np.where(below, value[..., np.searchsorted(there, here), :], top[..., None, :])
 
 
+LAMBDA_CHUNK_BYTES = 32 * 2**20  # lam values are solved in chunks whose value table fits this
+
+
 def solve_recall(chain: Chain, lam: ArrayLike, method: str = "dense", rows: str = "all") -> RecallSolution:
     """Solve the recall problem exactly for every ``lam`` (scalar or vector in [0, 1]).
 
@@ -126,6 +129,21 @@ def solve_recall(chain: Chain, lam: ArrayLike, method: str = "dense", rows: str 
         raise FieldError("rows", f"must be all, or reachable with method=dense; got {rows!r} ({method})")
     lams = check_lambda(lam)
     grid = chain.support()
+    # every lam is solved independently: in chunks, so the tables stay cache-sized and the peak
+    # memory is that of one chunk, whatever the number of lam values
+    per_lam = 8 * grid.size * max(chain.n_states)
+    size = max(1, LAMBDA_CHUNK_BYTES // per_lam)
+    if lams.size > size:
+        parts = [
+            _solve_chunk(chain, lams[a : a + size], method, rows, grid) for a in range(0, lams.size, size)
+        ]
+        index = tuple(np.concatenate([p.index[i] for p in parts]) for i in range(chain.n_stages))
+        return RecallSolution(lams, np.concatenate([p.value for p in parts]), index)
+    return _solve_chunk(chain, lams, method, rows, grid)
+
+
+def _solve_chunk(chain: Chain, lams: FloatArray, method: str, rows: str, grid: FloatArray) -> RecallSolution:
+    """:func:`solve_recall` for the weights ``lams`` (L,) at once."""
     pos = support_positions(chain, grid)
     where = stage_rows(chain, grid, rows)
     n = chain.n_stages
