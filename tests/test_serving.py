@@ -4,12 +4,13 @@ and decides exactly as the trace replay does, sample by sample, single and batch
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
 import pytest
 import torch
+from _threads import one_thread  # noqa: F401 (an autouse fixture: one torch thread)
 from torch import nn
 
 from ttamer.fitting import FitConfig, fit_chain
@@ -33,15 +34,6 @@ from ttamer.traces import Trace
 from ttamer.workloads.multi_exit import MultiExitNet, TrainConfig, exit_probabilities, train_exits
 
 N_CLASSES, DIM, N_STAGES = 5, 12, 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models: one torch thread (faster, and steady on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Counting(nn.Module):

@@ -4,12 +4,12 @@ the same decisions as the trace replay (a small, quickly trained digits config).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _threads import one_thread  # noqa: F401 (an autouse fixture: one torch thread)
 
 from ttamer.fitting import FitConfig
 from ttamer.policies import MaxSoftmaxPolicy, PatiencePolicy, ScoringContext
@@ -28,17 +28,8 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """A small model: one torch thread (faster, and steady on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
+def cache_dir(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:  # noqa: F811
     """A cache holding the small digits model (trained once for this module)."""
     path = tmp_path_factory.mktemp("cache")
     _, _, reused = cached_model("digits", SMALL, path, path)
