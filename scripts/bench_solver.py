@@ -197,31 +197,48 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="K = 1000, n = 12 only")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
     ap.add_argument("--torch-device", default="cpu", help="device of the torch backend rows (cpu, cuda)")
-    args = ap.parse_args()
-    sizes = [(1000, 12)] if args.quick else [(k, n) for k in (100, 300, 1000, 3000) for n in (6, 12, 24)]
+    ap.add_argument(
+        "--sizes", default=None, help="K:n pairs of the grid, e.g. 100:6,1000:12 (overrides --quick)"
+    )
+    ap.add_argument("--main", default="1000:12", help="K:n of the chain of the batch, support, banded rows")
+    args = ap.parse_args(argv)
+    k_main, n_main = (int(v) for v in args.main.split(":"))
+    if args.sizes:
+        sizes = [(int(k), int(n)) for k, n in (pair.split(":") for pair in args.sizes.split(","))]
+    else:
+        sizes = (
+            [(k_main, n_main)]
+            if args.quick
+            else [(k, n) for k in (100, 300, 1000, 3000) for n in (6, 12, 24)]
+        )
     grid_rows = []
     for k, n in sizes:
         reps = 1 if k >= 3000 else args.repeats
         grid_rows.append(dense_row(shared_support_chain(n, k, seed=0), reps))
         print_rows("dense recall solver (one lam) vs its n - 1 matrix products", grid_rows[-1:])
-    main_chain = shared_support_chain(12, 1000, seed=0)
-    head = next(r for r in grid_rows if r["K"] == 1000 and r["n"] == 12)
+    main_chain = shared_support_chain(n_main, k_main, seed=0)
+    head = next((r for r in grid_rows if (r["K"], r["n"]) == (k_main, n_main)), None) or dense_row(
+        main_chain, 1
+    )
     batch = lambda_batch(main_chain)
-    print_rows(f"{N_BATCH} lam values: one call vs separate calls (K = 1000, n = 12)", [batch])
-    per_stage = per_stage_support(12, 1000, head["solver_s"], args.repeats)
-    print_rows("per-stage supports (K = 1000 values per stage, n = 12) vs shared support", [per_stage])
+    where = f"K = {k_main}, n = {n_main}"
+    print_rows(f"{N_BATCH} lam values: one call vs separate calls ({where})", [batch])
+    per_stage = per_stage_support(n_main, k_main, head["solver_s"], args.repeats)
+    print_rows(f"per-stage supports ({where} values per stage) vs shared support", [per_stage])
     band = banded(main_chain, (0.1, 0.5, 0.9, 0.99), 1)
-    print_rows("banded vs dense continuation (K = 1000, n = 12)", band)
+    print_rows(f"banded vs dense continuation ({where})", band)
     backend = torch_rows(main_chain, args.torch_device, args.repeats)
-    print_rows(f"torch backend vs numpy (K = 1000, n = 12, numpy {head['solver_s']:.3f} s)", backend)
+    print_rows(f"torch backend vs numpy ({where}, numpy {head['solver_s']:.3f} s)", backend)
     result = {
         "benchmark": "exact recall solver vs its matrix products",
+        "K": k_main,
+        "n": n_main,
         "ratio_solver_to_matmul": round(head["ratio_solver_to_matmul"], 3),
         "lambda_batch_speedup": round(batch["lambda_batch_speedup"], 3),
         "peak_memory_over_table": round(head["peak_over_table"], 3),

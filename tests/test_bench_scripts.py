@@ -1,0 +1,71 @@
+"""The benchmark scripts run end to end on tiny sizes, print their JSON as the last line, write
+the same object to ``--out``, and report numbers consistent with each other (no timing targets
+here: those are measured by the scripts themselves)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(name: str, *args: str) -> tuple[dict[str, Any], str]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    return json.loads(last), proc.stdout
+
+
+def test_bench_solver_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "solver.json"
+    result, text = run_script("bench_solver.py", "--sizes", "20:3,30:4", "--main", "30:4", "--repeats", "1",
+                              "--out", str(out))  # fmt: skip
+    assert json.loads(out.read_text()) == result
+    assert [(r["K"], r["n"]) for r in result["grid"]] == [(20, 3), (30, 4)]
+    head = result["grid"][1]
+    assert result["ratio_solver_to_matmul"] == pytest.approx(head["solver_s"] / head["matmul_s"], rel=1e-2)
+    batch = result["lambda_batch"]
+    assert result["lambda_batch_speedup"] == pytest.approx(batch["separate_s"] / batch["batch_s"], rel=1e-2)
+    assert [r["lam"] for r in result["banded"]] == [0.1, 0.5, 0.9, 0.99]
+    assert all(0.0 <= r["band_share"] <= 1.0 for r in result["banded"])
+    assert result["per_stage_support"]["grid_rows"] == 4 * 30 + 1
+    f64, f32 = result["torch"]
+    assert f64["dtype"] == "float64" and f64["max_rel_error"] < 1e-12
+    assert f32["dtype"] == "float32" and f32["max_rel_error"] < 1e-4
+    assert "dense recall solver" in text
+
+
+def test_bench_scoring_tiny(tmp_path: Path) -> None:
+    from ttamer.policies import POLICIES
+
+    out = tmp_path / "scoring.json"
+    result, _ = run_script("bench_scoring.py", "--samples", "3000", "--stages", "4", "--knobs", "8",
+                           "--repeats", "1", "--no-memory", "--out", str(out))  # fmt: skip
+    assert json.loads(out.read_text()) == result
+    assert set(result["evals_per_second"]) == set(POLICIES)
+    assert all(v > 0 for v in result["evals_per_second"].values())
+    ratio = result["ratio_to_numpy_pass"]
+    for name, evals in result["evals_per_second"].items():
+        assert ratio[name] == pytest.approx(result["numpy_pass_evals_per_second"] / evals, rel=1e-6)
+
+
+def test_bench_aggregation_quick(tmp_path: Path) -> None:
+    import pandas as pd
+
+    result, _ = run_script("bench_aggregation.py", "--quick", "--out", str(tmp_path))
+    table = pd.read_csv(tmp_path / "aggregation_ablation.csv")
+    assert (tmp_path / "fig_aggregation_ablation.png").read_bytes()[:4] == b"\x89PNG"
+    assert [int(q) for q in result["q_values"]] == sorted(set(table["q"]))
+    assert (table["gap"] >= -1e-12).all()  # the lifted policy never beats the optimum
+    for q, gap in result["gap_at_q"].items():
+        assert gap == pytest.approx(float(table.loc[table["q"] == int(q), "gap"].max()))
+    assert np.isfinite(result["exact_seconds"])
