@@ -229,6 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     batch = lambda_batch(main_chain)
     where = f"K = {k_main}, n = {n_main}"
     print_rows(f"{N_BATCH} lam values: one call vs separate calls ({where})", [batch])
+    small = [
+        {"K": k, **lambda_batch(shared_support_chain(n_main, k, seed=0))} for k in (100, 300) if k < k_main
+    ]
+    if small:
+        print_rows(f"{N_BATCH} lam values, smaller supports (n = {n_main})", small)
     per_stage = per_stage_support(n_main, k_main, head["solver_s"], args.repeats)
     print_rows(f"per-stage supports ({where} values per stage) vs shared support", [per_stage])
     band = banded(main_chain, (0.1, 0.5, 0.9, 0.99), 1)
@@ -245,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         "batch_peak_memory_over_table": round(batch["batch_peak_over_table"], 3),
         "grid": grid_rows,
         "lambda_batch": batch,
+        "lambda_batch_smaller_k": small,
         "per_stage_support": per_stage,
         "banded": band,
         "torch": backend,
