@@ -131,6 +131,9 @@ def test_study_refusals(tmp_path: Path) -> None:
         run_graph_study(frugal_trace(tmp_path), GraphStudyConfig(structure="tree", parents=(None, 0)))
     with pytest.raises(FieldError, match="separate models"):
         reorder_stages(backbone_trace(), (1, 0, 2, 3))
+    tree_orders = GraphStudyConfig(structure="tree", parents=(None, 0, 0, 0), chain_orders=True)
+    with pytest.raises(FieldError, match="separate models"):
+        run_graph_study(backbone_trace(), tree_orders)
     same = reorder_stages(frugal_trace(tmp_path), (2, 0, 1))
     assert same.stage_names == ("C", "A", "B") and same.meta[GROUP_FIELD] == independent_meta(3)[GROUP_FIELD]
 

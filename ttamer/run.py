@@ -195,9 +195,8 @@ def run_graph_workload(
     try:
         result = run_graph_study(trace, graph_study_config(cfg))
     except FieldError as exc:  # name the Hydra field
-        raise FieldError(
-            f"structure.{exc.field}" if exc.field == "parents" else exc.field, exc.message
-        ) from None
+        ours = exc.field in ("parents", "chain_orders", "chain_policies")
+        raise FieldError(f"structure.{exc.field}" if ours else exc.field, exc.message) from None
     tables = {
         "points": result.points,
         "summary": result.summary,

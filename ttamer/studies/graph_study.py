@@ -321,6 +321,8 @@ def run_graph_study(
     if config.structure == "tree":
         check_parents(config.parents or (), trace.n_stages)
     skip_cost_matrix(trace)  # the trace must record its skip structure (clear error otherwise)
+    if config.chain_orders:  # refused before any work when the stages share a backbone
+        reorder_stages(trace, tuple(range(trace.n_stages)))
     sweep = SweepConfig(
         config.chain_policies,
         config.n_splits,
