@@ -30,6 +30,7 @@ line is one JSON object (measured_saving, predicted_saving, decision_overhead_fr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import logging
@@ -54,7 +55,7 @@ from ttamer.policies.grids import LambdaSweep
 from ttamer.policies.recall import recall_decisions
 from ttamer.serving import FullModel, PatienceRule, RecallRule, ThresholdRule, TorchStages, run_load, serve
 from ttamer.serving.decide import DecisionRule
-from ttamer.serving.runtime import StagedModel, concat
+from ttamer.serving.runtime import StagedModel, concat, to_device
 from ttamer.traces import Trace
 
 log = logging.getLogger("bench_serving")
@@ -267,14 +268,14 @@ def latency_row(ms: np.ndarray) -> dict[str, float]:
             "mean_ms": float(ms.mean())}  # fmt: skip
 
 
-def environment(threads: int) -> dict[str, str]:
+def environment(threads: int, device: str = "cpu") -> dict[str, str]:
     return {
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
         "node_cpus": str(os.cpu_count()),
         "torch": torch.__version__,
         "torch_threads": str(threads),
-        "device": "cpu",
+        "device": device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
         "python": platform.python_version(),
         "load_average_1m_at_start": f"{os.getloadavg()[0]:.2f}",
         "note": "shared machine: other jobs ran on the same cores; timings are noisy",
@@ -300,6 +301,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="Poisson rates, as multiples of the full model's batch-1 capacity")  # fmt: skip
     ap.add_argument("--load-requests", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")
+    ap.add_argument("--device", default="cpu",
+                    help="torch device of the served network (cpu, cuda); the replay's prediction "
+                    "uses the trace's stage costs, measured where the trace was made")  # fmt: skip
     ap.add_argument("--cache-dir", default=str(ROOT / ".cache/ttamer/traces"))
     ap.add_argument("--out", default=str(ROOT / "results/serving"))
     args = ap.parse_args(argv)
@@ -315,6 +319,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "reused" if reused else "trained", trace.n_samples, trace.n_stages,
              trace.meta.get("env_torch_threads", "?"))  # fmt: skip
     model, requests = held_out_requests(args.workload, config, model_net, trace)
+    if args.device != "cpu":
+        model = dataclasses.replace(model, device=args.device)  # the network moves there
+        requests = to_device(requests, torch.device(args.device))
 
     rng = np.random.default_rng(args.seed)
     perm = rng.permutation(trace.n_samples)
@@ -405,7 +412,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dms = float(recall["decision_ms_per_stage"])
     recall_rule = next(c.rule for c in choices if c.name == "recall")
     hot = hot_decision_s(model, model.take(test_requests, np.asarray([0])), recall_rule)
-    env = environment(threads)
+    env = environment(threads, args.device)
     summary = {
         "workload": args.workload,
         "quick": args.quick,
@@ -444,9 +451,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         **{f"env_{k}": v for k, v in env.items()},
     }
     out = Path(args.out)
-    tag = (
-        f"{args.workload}-cpu-pt{torch.__version__.split('+')[0]}-t{threads}{'-quick' if args.quick else ''}"
-    )
+    version = torch.__version__.split("+")[0]
+    tag = f"{args.workload}-{args.device}-pt{version}-t{threads}{'-quick' if args.quick else ''}"
     write_csv(single_df.assign(**env), out / f"serving-batch1-{tag}.csv")
     write_csv(batch_df.assign(**env), out / f"serving-batched-{tag}.csv")
     write_csv(load_df.assign(**env), out / f"serving-load-{tag}.csv")

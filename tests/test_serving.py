@@ -231,3 +231,16 @@ def test_poisson_load_loop() -> None:
     res = run_load(TorchStages(net), x, 60, ThresholdRule("max_softmax", 0.5, N_STAGES), 2000.0, max_batch=8)
     assert (res.latency_s > 0).all() and res.batch_sizes.sum() == 60 and res.batch_sizes.max() <= 8
     assert res.throughput > 0 and set(res.summary()) >= {"p50_ms", "p95_ms", "throughput"}
+
+
+def test_to_device_moves_tensors_and_token_batches_and_keeps_texts() -> None:
+    from ttamer.serving.runtime import to_device
+    from ttamer.workloads.text_exits import TokenBatch
+
+    ids = torch.tensor([[1, 2, 0], [3, 4, 5]])
+    batch = TokenBatch(ids, (ids > 0).long(), None)
+    texts = ["a", "b"]
+    moved = to_device((texts, batch, torch.ones(2)), torch.device("cpu"))
+    assert moved[0] is texts
+    assert torch.equal(moved[1].input_ids, ids) and torch.equal(moved[1].attention_mask, batch.attention_mask)
+    assert moved[1].token_type_ids is None and torch.equal(moved[2], torch.ones(2))

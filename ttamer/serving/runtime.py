@@ -84,6 +84,21 @@ def take_rows(state: Any, rows: NDArray[np.intp]) -> Any:
     raise TypeError(f"cannot take rows of a {type(state).__name__}")
 
 
+def to_device(state: Any, device: torch.device) -> Any:
+    """A batch of requests moved to ``device``: tensors, :class:`TokenBatch`, tuples of those;
+    anything else (raw texts) is left as it is."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, tuple):
+        return tuple(to_device(s, device) for s in state)
+    from ttamer.workloads.text_exits import TokenBatch
+
+    if isinstance(state, TokenBatch):
+        tt = None if state.token_type_ids is None else state.token_type_ids.to(device)
+        return TokenBatch(state.input_ids.to(device), state.attention_mask.to(device), tt)
+    return state
+
+
 @dataclass
 class TorchStages:
     """A :class:`~ttamer.workloads.multi_exit.MultiExitNet` as a :class:`StagedModel`.
@@ -94,9 +109,13 @@ class TorchStages:
 
     model: Any
     first: Callable[[Any], FloatArray] | None = None
+    device: str | torch.device = "cpu"
 
     def __post_init__(self) -> None:
-        self.model.eval()
+        self.device = torch.device(self.device)
+        self.model.to(self.device).eval()
+        # on a GPU a stage's time is only known once its kernels have finished
+        self._sync = torch.cuda.synchronize if self.device.type == "cuda" else None
 
     @property
     def n_stages(self) -> int:
@@ -109,20 +128,23 @@ class TorchStages:
                 raw, net_input = state
                 return net_input, self.first(raw)
             i -= 1
-        return self.model.stage(i, state)
+        out = self.model.stage(i, state)
+        if self._sync is not None:
+            self._sync(self.device)
+        return out
 
     def probabilities(self, output: Any) -> FloatArray:
         if isinstance(output, np.ndarray):
             return as_probabilities(output)
         # as ttamer.workloads.multi_exit.exit_probabilities: float32 softmax, then float64
-        return as_probabilities(torch.softmax(output.detach().float(), dim=-1).numpy())
+        return as_probabilities(torch.softmax(output.detach().float(), dim=-1).cpu().numpy())
 
     def probabilities1(self, output: Any) -> FloatArray:
         """:meth:`probabilities` of a batch of one, as a (C,) row (fewer array operations)."""
         if isinstance(output, np.ndarray):
             p = np.asarray(output[0], dtype=np.float64)
         else:
-            p = torch.softmax(output.detach().float(), dim=-1)[0].numpy().astype(np.float64)
+            p = torch.softmax(output.detach().float(), dim=-1)[0].cpu().numpy().astype(np.float64)
         return np.asarray(p / p.sum(), dtype=np.float64)
 
     def take(self, state: Any, rows: NDArray[np.intp]) -> Any:
