@@ -220,3 +220,25 @@ def test_single_run_failure_exits_nonzero_and_records_it(tmp_path: Path) -> None
     out = _single(run_dir, "workload.n_states=0", rc=2)  # a ChainError is a FieldError: one line
     assert out.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in out
     assert _provenance(run_dir)["status"] == "failed" and not (run_dir / "DONE").exists()
+
+
+def test_results_record_no_path_of_the_machine(tmp_path: Path) -> None:
+    """A job launched inside a folder writes paths relative to it (and to the Python
+    installation): its results can be committed and read on another machine."""
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    cmd = _cmd("hydra.run.dir=runs/one", *SMALL, "logger=none", "seed=4")
+    env = {**_env(tmp_path, "disabled"), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for _ in range(2):  # a rerun (skipped) must keep it so
+        proc = subprocess.run(cmd, cwd=launch, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    job = launch / "runs" / "one"
+    for path in [*job.glob(".hydra/*.yaml"), job / "provenance.json", *job.glob("*.log")]:
+        text = path.read_text()
+        for machine_path in (str(launch), sys.prefix, str(Path(__file__).resolve().parents[1])):
+            assert machine_path not in text, (path, machine_path)
+    hydra_yaml = (job / ".hydra" / "hydra.yaml").read_text()
+    assert "cwd: .\n" in hydra_yaml and "output_dir: runs/one\n" in hydra_yaml
+    prov = _provenance(job)
+    assert prov["output_dir"] == "runs/one" and prov["argv"][0].startswith(("<python>/", "<source>/"))
+    assert "skipping: already done (runs/one" in proc.stdout

@@ -4,6 +4,7 @@ without pickle."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,26 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def portable_path(path: str | os.PathLike[str], base: str | os.PathLike[str] | None = None) -> str:
+    """``path`` as recorded in logs and result files, free of this machine's layout: relative to
+    ``base`` (default: the current folder; ``"."`` for itself) when inside it, ``<python>/...``
+    inside the Python installation (executables, installed packages), ``<source>/...`` inside
+    the folder holding this package's source (a source checkout), else unchanged."""
+    p = Path(os.path.abspath(path))
+    roots = (
+        (Path(os.path.abspath(base or os.getcwd())), ""),
+        (Path(sys.prefix), "<python>/"),
+        (Path(__file__).resolve().parent.parent, "<source>/"),
+    )
+    for root, prefix in roots:
+        try:
+            rel = p.relative_to(root).as_posix()
+        except ValueError:
+            continue
+        return prefix + rel if prefix else rel
+    return str(path)
 
 
 def open_npz(path: str | os.PathLike[str], error: type[FieldError] = FieldError) -> Any:

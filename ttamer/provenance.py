@@ -37,7 +37,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ttamer.fileio import atomic_write_bytes
+from ttamer.fileio import atomic_write_bytes, portable_path
 
 PROVENANCE = "provenance.json"
 DONE = "DONE"
@@ -111,8 +111,12 @@ def git_state(path: str | None = None) -> dict[str, Any]:
     return {
         "commit": commit,
         "dirty": None if status is None else bool(status),
-        "root": _git(["rev-parse", "--show-toplevel"], where),
+        "root": _portable(_git(["rev-parse", "--show-toplevel"], where)),
     }
+
+
+def _portable(path: str | None) -> str | None:
+    return None if path is None else portable_path(path)
 
 
 def environment() -> dict[str, Any]:
@@ -121,7 +125,7 @@ def environment() -> dict[str, Any]:
         "git": git_state(),
         "packages": package_versions(),
         "python": sys.version.split()[0],
-        "python_executable": sys.executable,
+        "python_executable": portable_path(sys.executable),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "host": socket.gethostname(),
@@ -171,8 +175,7 @@ class JobRecord:
             "ended": None,
             "seconds": None,
             "overrides": list(overrides),
-            "argv": list(sys.argv),
-            "cwd": os.getcwd(),
+            "argv": [portable_path(a) if os.path.isabs(a) else a for a in sys.argv],
             **extra,
             **environment(),
         }
@@ -265,6 +268,27 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
+def portable_hydra_config(cfg: Any) -> Any:
+    """A copy of Hydra's config whose machine paths (``runtime.cwd``, ``runtime.output_dir``,
+    the file config sources) are relative to the launch folder (:func:`portable_path`), as
+    saved in ``.hydra/hydra.yaml``; the running job keeps the original."""
+    from omegaconf import OmegaConf, open_dict
+
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    runtime = OmegaConf.select(out, "hydra.runtime")
+    if runtime is None:
+        return cfg
+    base = str(runtime.get("cwd") or os.getcwd())
+    with open_dict(out):
+        for key in ("cwd", "output_dir"):
+            if runtime.get(key):
+                runtime[key] = portable_path(str(runtime[key]), base)
+        for source in runtime.get("config_sources") or []:
+            if source.get("schema") == "file" and source.get("path"):
+                source["path"] = portable_path(str(source["path"]), base)
+    return out
+
+
 def _keep_identical_hydra_files() -> None:
     """Make Hydra's ``.hydra/*.yaml`` writer leave a file alone when its content is unchanged, so
     rerunning a finished job rewrites nothing (Hydra writes them before the task function runs).
@@ -280,6 +304,8 @@ def _keep_identical_hydra_files() -> None:
 
     def save_config(cfg: Any, filename: str, output_dir: Path) -> None:
         path = Path(output_dir) / filename
+        if filename == "hydra.yaml":
+            cfg = portable_hydra_config(cfg)
         try:
             if path.read_text(encoding="utf-8") == OmegaConf.to_yaml(cfg):
                 return

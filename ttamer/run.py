@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttamer.config_schema import register_configs, validate_config, validate_logger
 from ttamer.errors import FieldError
-from ttamer.fileio import atomic_write_bytes
+from ttamer.fileio import atomic_write_bytes, portable_path
 from ttamer.fitting import FitConfig
 from ttamer.importers import import_frugalml
 from ttamer.logging_wandb import ExperimentLogger, LoggerConfig
@@ -340,12 +340,13 @@ def main(cfg: DictConfig) -> str:
         container, key = None, "unresolved"
     if not bool(cfg.get("force", False)) and provenance.done_hash(out) == key:
         # printed, not logged: a skipped job leaves its folder (run.log included) untouched
-        print(f"skipping: already done ({out}, config {key[:12]}); force=true reruns it", flush=True)
+        done = f"skipping: already done ({portable_path(out)}, config {key[:12]}); force=true reruns it"
+        print(done, flush=True)
         return "skipped"
     stale = provenance.remove_stale_temporaries(out)
     if stale:
         log.info("removed %d temporary files left by an interrupted run", len(stale))
-    job = {"job": hc.job.name, "job_num": hc.job.num if multirun else None, "output_dir": str(out)}
+    job = {"job": hc.job.name, "job_num": hc.job.num if multirun else None, "output_dir": portable_path(out)}
     record = provenance.JobRecord(out, key, overrides, job).begin()
     try:
         if container is None:
@@ -369,7 +370,7 @@ def main(cfg: DictConfig) -> str:
         record.finish("interrupted", exc)
         raise
     record.finish("done", n_metrics=len(metrics))
-    log.info("wrote results to %s (%d metrics)", out, len(metrics))
+    log.info("wrote results to %s (%d metrics)", portable_path(out), len(metrics))
     return "done"
 
 

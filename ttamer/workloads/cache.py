@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ttamer.fileio import portable_path
 from ttamer.traces import Trace, load_trace, save_trace
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,16 @@ def cached_trace(
         try:
             trace = load_trace(path)
             if trace.meta.get("cache_key") == key:
-                log.info("reusing cached trace %s", path)
+                log.info("reusing cached trace %s", portable_path(path))
                 return trace, True
-            log.warning("cached trace %s was made by another config: rebuilding", path)
+            log.warning("cached trace %s was made by another config: rebuilding", portable_path(path))
         except Exception as exc:  # any unreadable file: BadZipFile, CRC, EOFError, FieldError, ...
-            log.warning("cached trace %s is unreadable (%s: %s): rebuilding", path, type(exc).__name__, exc)
+            log.warning(
+                "cached trace %s is unreadable (%s: %s): rebuilding",
+                portable_path(path),
+                type(exc).__name__,
+                exc,
+            )
     trace = produce()
     meta = {
         **trace.meta,
@@ -64,7 +70,7 @@ def cached_trace(
     }
     trace = replace(trace, meta=meta)
     save_trace(trace, path)
-    log.info("cached trace %s", path)
+    log.info("cached trace %s", portable_path(path))
     return trace, False
 
 
@@ -131,13 +137,20 @@ def cached_model(
             trace = load_trace(tpath)
             if trace.meta.get("cache_key") == key:
                 model = load_weights(module.untrained_model(dict(config)), wpath)
-                log.info("reusing cached trace %s and weights %s", tpath, wpath)
+                log.info("reusing cached trace %s and weights %s", portable_path(tpath), portable_path(wpath))
                 return model, trace, True
-            log.warning("cached trace %s was made by another config: rebuilding", tpath)
+            log.warning("cached trace %s was made by another config: rebuilding", portable_path(tpath))
         except Exception as exc:  # unreadable or mismatched files: rebuild both
-            log.warning("cached model %s is unusable (%s: %s): rebuilding", wpath, type(exc).__name__, exc)
+            log.warning(
+                "cached model %s is unusable (%s: %s): rebuilding",
+                portable_path(wpath),
+                type(exc).__name__,
+                exc,
+            )
     elif tpath.exists() and not recompute:
-        log.warning("cached trace %s has no saved weights: training again (trace rebuilt)", tpath)
+        log.warning(
+            "cached trace %s has no saved weights: training again (trace rebuilt)", portable_path(tpath)
+        )
     trained: dict[str, Any] = {}
 
     def produce() -> Trace:
@@ -146,5 +159,5 @@ def cached_model(
 
     trace, _ = cached_trace(name, config, produce, cache_dir, recompute=True)
     save_weights(trained["model"], wpath)
-    log.info("saved weights %s", wpath)
+    log.info("saved weights %s", portable_path(wpath))
     return trained["model"], trace, False

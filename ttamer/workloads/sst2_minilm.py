@@ -39,6 +39,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from ttamer.errors import FieldError
+from ttamer.fileio import portable_path
 from ttamer.traces import Trace
 from ttamer.workloads.latency import LatencyConfig
 
@@ -212,7 +213,9 @@ def produce_with_model(config: dict[str, Any], out_dir: Path) -> tuple[Trace, An
     model_dir = config.get("model_dir")
     folder_model = minilm_folder() if model_dir is None else resolve_path(str(model_dir))
     backbone, tokenizer = load_backbone(folder_model, "workload.model_dir")
-    log.info("sst2_minilm: %d training, %d test sentences; model %s", len(tr), len(te), folder_model)
+    log.info(
+        "sst2_minilm: %d training, %d test sentences; model %s", len(tr), len(te), portable_path(folder_model)
+    )
     result = run_text_exits(
         backbone, tokenizer, (train_texts, None, train_labels), (test_texts, None), 2, cfg
     )
