@@ -153,7 +153,7 @@ def sample_chain(
 
 
 def assert_mc_equals(walks: GraphWalks, graph: Graph, states: np.ndarray, exact: np.ndarray) -> None:
-    loss = np.stack([graph.nodes[v][states[:, v]] for v in range(graph.n_nodes)], axis=1)
+    loss = graph.state_losses(states)
     chosen = loss[np.arange(states.shape[0])[None, :], walks.returned]
     per_sample = walks.lam[:, None] * chosen + (1 - walks.lam[:, None]) * walks.cost
     se = per_sample.std(axis=1) / np.sqrt(states.shape[0])

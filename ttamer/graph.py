@@ -159,6 +159,11 @@ class Graph:
         """Sorted distinct loss values of all nodes, with 0 prepended: shape (G,)."""
         return np.unique(np.concatenate([np.zeros(1), *self.nodes]))
 
+    def state_losses(self, states: ArrayLike) -> FloatArray:
+        """The loss of each sample's state at each node: states (N, n) -> (N, n)."""
+        st = np.asarray(states, dtype=np.int64)
+        return np.stack([self.nodes[v][st[:, v]] for v in range(self.n_nodes)], axis=1)
+
     def edge(self, source: int | None, target: int) -> Edge:
         """The edge ``source -> target`` (``None``: the root); KeyError if there is none."""
         for e in self.edges:

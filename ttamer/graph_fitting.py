@@ -67,12 +67,7 @@ class FittedGraph:
 
     def estimated_loss(self, trace: Trace) -> FloatArray:
         """The fitted loss of each sample at each stage: (N, n)."""
-        return state_losses(self.graph, self.states(trace))
-
-
-def state_losses(graph: Graph, states: IntArray) -> FloatArray:
-    """The loss of each sample's state at each node: states (N, n) -> (N, n)."""
-    return np.stack([graph.nodes[v][states[:, v]] for v in range(graph.n_nodes)], axis=1)
+        return self.graph.state_losses(self.states(trace))
 
 
 def _stage_fit(trace: Trace, config: FitConfig) -> StageStates:

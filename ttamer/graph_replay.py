@@ -70,7 +70,7 @@ class _Walk:
 
     def __init__(self, graph: Graph, lam: FloatArray, states: IntArray) -> None:
         self.states = np.asarray(states, dtype=np.int64)
-        self.loss = np.stack([graph.nodes[v][self.states[:, v]] for v in range(graph.n_nodes)], axis=1)
+        self.loss = graph.state_losses(self.states)
         self.lam = lam
         self.costs = _edge_costs(graph)
         n_lam, n_samples = lam.size, self.states.shape[0]

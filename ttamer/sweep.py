@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ttamer.errors import FieldError
 from ttamer.fitting import FitConfig
-from ttamer.policies.base import Decisions, ScoringContext, TracePolicy, score_decisions
+from ttamer.policies.base import Decisions, Scores, ScoringContext, TracePolicy, score_decisions
 from ttamer.traces import Trace, TraceError, repeated_splits
 
 if TYPE_CHECKING:
@@ -150,26 +151,32 @@ def run_sweep(
                 bar.set_postfix_str(f"split {r} {policy.name}", refresh=False)
                 decisions = policy.decide(ctx)
                 _check_decisions(decisions, policy, test)
-                s = score_decisions(decisions, test)
-                m = s.knobs.size
-                block = {
-                    "policy": np.full(m, policy.name, dtype=object),
-                    "knob": np.asarray(s.knobs, dtype=np.float64),
-                    "knob_name": np.full(m, policy.knob_name, dtype=object),
-                    "accuracy": s.accuracy,
-                    "error_rate": 1.0 - s.accuracy,
-                    "mean_cost": s.mean_cost,
-                    "normalized_cost": s.normalized_cost,
-                    "split": np.full(m, r, dtype=np.int64),
-                    "n_test": np.full(m, test.n_samples, dtype=np.int64),
-                    "cost_unit": np.full(m, trace.cost_unit, dtype=object),
-                }
+                block = points_block(policy.name, policy.knob_name, score_decisions(decisions, test), r, test)
                 blocks.append(block)
                 if on_result is not None:
                     on_result(block)
                 bar.update(1)
     columns = {c: np.concatenate([b[c] for b in blocks]) for c in COLUMNS}
     return pd.DataFrame(columns, columns=list(COLUMNS))
+
+
+def points_block(
+    policy: str, knob_name: str, scores: Scores, split: int, test: Trace
+) -> dict[str, NDArray[np.generic]]:
+    """One policy's rows of the points table (:data:`COLUMNS`), one per knob value."""
+    m = scores.knobs.size
+    return {
+        "policy": np.full(m, policy, dtype=object),
+        "knob": np.asarray(scores.knobs, dtype=np.float64),
+        "knob_name": np.full(m, knob_name, dtype=object),
+        "accuracy": scores.accuracy,
+        "error_rate": 1.0 - scores.accuracy,
+        "mean_cost": scores.mean_cost,
+        "normalized_cost": scores.normalized_cost,
+        "split": np.full(m, split, dtype=np.int64),
+        "n_test": np.full(m, test.n_samples, dtype=np.int64),
+        "cost_unit": np.full(m, test.cost_unit, dtype=object),
+    }
 
 
 def _check_decisions(d: Decisions, policy: TracePolicy, test: Trace) -> None:

@@ -200,10 +200,18 @@ def stage_scores(trace: Trace, score: str) -> FloatArray:
         probs = np.stack([p, q], axis=2)
     else:
         probs = trace.probs
+    return scores_from_probs(probs, score)
+
+
+def scores_from_probs(probs: FloatArray, score: str) -> FloatArray:
+    """``entropy`` (minus the entropy, nats) or ``margin`` (top-1 minus top-2) of class
+    probabilities along the last axis: (..., C) -> (...)."""
     if score == "entropy":
-        return np.asarray((probs * np.log(np.clip(probs, 1e-300, 1.0))).sum(axis=2))
-    top2 = np.sort(probs, axis=2)[:, :, -2:]
-    return np.asarray(top2[:, :, 1] - top2[:, :, 0])
+        return np.asarray((probs * np.log(np.clip(probs, 1e-300, 1.0))).sum(axis=-1))
+    if score != "margin":
+        raise FieldError("score", f"scores_from_probs computes entropy or margin, not {score!r}")
+    top2 = np.sort(probs, axis=-1)[..., -2:]
+    return np.asarray(top2[..., 1] - top2[..., 0])
 
 
 # ---------------------------------------------------------------------------------- files

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from ttamer.fitting import FittedChain
 from ttamer.solvers.recall import solve_recall
+from ttamer.traces import scores_from_probs
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -103,12 +104,7 @@ def stage_score(probs: FloatArray, score: str) -> FloatArray:
     :func:`ttamer.traces.stage_scores` computes it: (B, C) -> (B,)."""
     if score == "max_softmax":
         return confidence(probs)
-    if score == "entropy":
-        return np.asarray((probs * np.log(np.clip(probs, 1e-300, 1.0))).sum(axis=1))
-    if score == "margin":
-        top2 = np.sort(probs, axis=1)[:, -2:]
-        return np.asarray(top2[:, 1] - top2[:, 0])
-    raise ValueError(f"unknown score {score!r}")
+    return scores_from_probs(probs, score)
 
 
 def _fresh(n: int, n_stages: int) -> dict[str, Any]:

@@ -129,23 +129,31 @@ def solve_recall(chain: Chain, lam: ArrayLike, method: str = "dense", rows: str 
         raise FieldError("rows", f"must be all, or reachable with method=dense; got {rows!r} ({method})")
     lams = check_lambda(lam)
     grid = chain.support()
+    pos = support_positions(chain, grid)
+    where = stage_rows(chain, grid, rows)
     # every lam is solved independently: in chunks, so the tables stay cache-sized and the peak
     # memory is that of one chunk, whatever the number of lam values
     per_lam = 8 * grid.size * max(chain.n_states)
     size = max(1, LAMBDA_CHUNK_BYTES // per_lam)
-    if lams.size > size:
-        parts = [
-            _solve_chunk(chain, lams[a : a + size], method, rows, grid) for a in range(0, lams.size, size)
-        ]
-        index = tuple(np.concatenate([p.index[i] for p in parts]) for i in range(chain.n_stages))
-        return RecallSolution(lams, np.concatenate([p.value for p in parts]), index)
-    return _solve_chunk(chain, lams, method, rows, grid)
+    parts = [
+        _solve_chunk(chain, lams[a : a + size], method, grid, pos, where) for a in range(0, lams.size, size)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    index = tuple(np.concatenate([p.index[i] for p in parts]) for i in range(chain.n_stages))
+    return RecallSolution(lams, np.concatenate([p.value for p in parts]), index)
 
 
-def _solve_chunk(chain: Chain, lams: FloatArray, method: str, rows: str, grid: FloatArray) -> RecallSolution:
-    """:func:`solve_recall` for the weights ``lams`` (L,) at once."""
-    pos = support_positions(chain, grid)
-    where = stage_rows(chain, grid, rows)
+def _solve_chunk(
+    chain: Chain,
+    lams: FloatArray,
+    method: str,
+    grid: FloatArray,
+    pos: tuple[NDArray[np.intp], ...],
+    where: list[NDArray[np.intp]],
+) -> RecallSolution:
+    """:func:`solve_recall` for the weights ``lams`` (L,) at once, on the loss ``grid`` with the
+    grid rows ``pos`` of every stage's losses and the rows ``where`` of every stage's table."""
     n = chain.n_stages
     x = lams[:, None, None] * grid[where[-1]][None, :, None]  # scaled best loss, (L, G, 1)
     value = np.repeat(x, chain.n_states[-1], axis=2)  # V_n(X, s) = X

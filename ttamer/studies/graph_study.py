@@ -45,6 +45,7 @@ from ttamer.graph_replay import (
     replay_tree_recall,
 )
 from ttamer.pareto import DEFAULT_DELTAS, area_under_hull, hull_table, summarise, upper_hull
+from ttamer.policies.base import Scores, score_decisions
 from ttamer.policies.grids import LambdaSweep
 from ttamer.policies.recall import recall_decisions
 from ttamer.skip_costs import independent_meta, run_set_cost, skip_cost_matrix, skip_structure
@@ -54,7 +55,7 @@ from ttamer.solvers import (
     solve_tree_no_recall,
     solve_tree_recall,
 )
-from ttamer.sweep import COLUMNS, SweepConfig, run_sweep
+from ttamer.sweep import COLUMNS, SweepConfig, points_block, run_sweep
 from ttamer.traces import Trace, repeated_splits
 
 FloatArray = NDArray[np.float64]
@@ -134,7 +135,7 @@ def score_walks(name: str, walks: GraphWalks, fitted: FittedGraph, test: Trace, 
     cost = run_set_cost(fitted.skips, walks.ran).mean(axis=1)
     returned = np.stack([(walks.returned == v).mean(axis=1) for v in range(test.n_stages)], axis=1)
     return Scored(
-        _block(name, walks.lam, "lam", accuracy, cost, test, split),
+        points_block(name, "lam", _scores(walks.lam, accuracy, cost, test), split, test),
         _usage(name, walks.lam, split, walks.ran, returned, test.stage_names),
     )
 
@@ -146,29 +147,11 @@ def skipped(ran: NDArray[np.bool_]) -> NDArray[np.bool_]:
     return np.asarray(~ran & later)
 
 
-def _block(
-    name: str,
-    knobs: FloatArray,
-    knob_name: str,
-    accuracy: FloatArray,
-    cost: FloatArray,
-    test: Trace,
-    split: int,
-) -> dict[str, NDArray[np.generic]]:
-    m = knobs.size
+def _scores(knobs: FloatArray, accuracy: FloatArray, mean_cost: FloatArray, test: Trace) -> Scores:
+    """Per knob: accuracy and mean cost (trace units), with the cost over the full chain's."""
     total = float(test.cost.sum())
-    return {
-        "policy": np.full(m, name, dtype=object),
-        "knob": np.asarray(knobs, dtype=np.float64),
-        "knob_name": np.full(m, knob_name, dtype=object),
-        "accuracy": accuracy,
-        "error_rate": 1.0 - accuracy,
-        "mean_cost": cost,
-        "normalized_cost": cost / total if total > 0 else np.full(m, np.nan),
-        "split": np.full(m, split, dtype=np.int64),
-        "n_test": np.full(m, test.n_samples, dtype=np.int64),
-        "cost_unit": np.full(m, test.cost_unit, dtype=object),
-    }
+    normalized = mean_cost / total if total > 0 else np.full(knobs.size, np.nan)
+    return Scores(np.asarray(knobs, dtype=np.float64), accuracy, mean_cost, normalized)
 
 
 def _usage(
@@ -204,7 +187,9 @@ def single_exits(fitted: FittedGraph, test: Trace, split: int) -> Scored:
     alone = np.eye(n, dtype=bool)
     cost = run_set_cost(fitted.skips, alone)
     knobs = np.arange(1, n + 1, dtype=np.float64)
-    block = _block("single_exit", knobs, "stage", test.correct.mean(axis=0), cost, test, split)
+    block = points_block(
+        "single_exit", "stage", _scores(knobs, test.correct.mean(axis=0), cost, test), split, test
+    )
     usage = _usage("single_exit", knobs, split, alone[:, None, :], alone.astype(float), test.stage_names)
     return Scored(block, usage)
 
@@ -245,14 +230,10 @@ def reorder_stages(trace: Trace, order: tuple[int, ...]) -> Trace:
     )
 
 
-def _recall_scores(
-    fit: Trace, test: Trace, config: FitConfig, lams: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """Chain recall fitted on ``fit``, scored on ``test``: accuracy and mean cost per ``lam``."""
+def _recall_scores(fit: Trace, test: Trace, config: FitConfig, lams: FloatArray) -> Scores:
+    """Chain recall fitted on ``fit``, scored on ``test``, per ``lam``."""
     fitted = fit_chain(fit, config)
-    d = recall_decisions(fitted.chain, fitted.states(test), lams)
-    rows = np.arange(test.n_samples)[None, :]
-    return test.correct[rows, d.returned].mean(axis=1), test.cumulative_cost[d.stop].mean(axis=1)
+    return score_decisions(recall_decisions(fitted.chain, fitted.states(test), lams), test)
 
 
 def best_chain_order(
@@ -266,21 +247,17 @@ def best_chain_order(
             "chain_orders", f"{n} stages have too many orders (at most {MAX_ORDER_STAGES} stages)"
         )
     lams = config.lambdas.lambdas()
-    total = float(fit.cost.sum())
-    lo = float(fit.cost.min()) / total
+    lo = float(fit.cost.min() / fit.cost.sum())
     rows = []
     for order in itertools.permutations(range(n)):
         reordered = reorder_stages(fit, order)
-        acc, cost = _recall_scores(reordered, reordered, config.fit_config, lams)
-        area = area_under_hull(upper_hull(cost / total, acc), lo, 1.0)
+        s = _recall_scores(reordered, reordered, config.fit_config, lams)
+        area = area_under_hull(upper_hull(s.normalized_cost, s.accuracy), lo, 1.0)
         rows.append((split, ">".join(fit.stage_names[i] for i in order), area, order))
     best = max(range(len(rows)), key=lambda i: (rows[i][2], -i))
     order = rows[best][3]
-    acc, cost = _recall_scores(
-        reorder_stages(fit, order), reorder_stages(test, order), config.fit_config, lams
-    )
-    name = "chain_recall_best_order"
-    block = _block(name, lams, "lam", acc, cost, test, split)
+    chosen = _recall_scores(reorder_stages(fit, order), reorder_stages(test, order), config.fit_config, lams)
+    block = points_block("chain_recall_best_order", "lam", chosen, split, test)
     table = pd.DataFrame([(*r[:3], i == best) for i, r in enumerate(rows)], columns=list(ORDER_COLUMNS))
     return Scored(block, pd.DataFrame(columns=list(USAGE_COLUMNS))), table
 
