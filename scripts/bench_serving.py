@@ -17,10 +17,14 @@
    model's mean latency; decision overhead = mean decision time per stage (the exit's
    probabilities + the rule, batch 1) / the cheapest stage's median compute time (batch 1),
    also measured with warm caches (one decision repeated) and against the mean stage.
-6. Batched (``--batch-size``; policies interleaved batch by batch, a request's latency is the
+6. The decision overhead against the batch size (1 to 256): the rule's decision time on a
+   batch of B / the cheapest stage's compute time at B; regrouping reported beside it.
+7. Batched (``--batch-size``; policies interleaved batch by batch, a request's latency is the
    time from its batch's start to its answer), and a Poisson load test at rates that are
-   multiples of the full model's batch-1 capacity, into the batching server loop of
-   ``ttamer.serving.load`` (at most ``--load-requests`` requests per rate and policy).
+   multiples of the full model's batch-1 capacity, into both server loops of
+   ``ttamer.serving.load``: batch by batch, and stage by stage (the unfinished requests of
+   several batches merged at later stages); at most ``--load-requests`` requests per rate,
+   loop and policy.
 
 Results go to ``results/serving/`` (CSV + JSON, written atomically), named after the workload,
 device, torch version and thread count. ``--quick`` serves fewer requests; its last printed
@@ -53,14 +57,24 @@ from ttamer.policies import MaxSoftmaxPolicy, PatiencePolicy, ScoringContext, sc
 from ttamer.policies.base import Decisions
 from ttamer.policies.grids import LambdaSweep
 from ttamer.policies.recall import recall_decisions
-from ttamer.serving import FullModel, PatienceRule, RecallRule, ThresholdRule, TorchStages, run_load, serve
+from ttamer.serving import (
+    FullModel,
+    PatienceRule,
+    RecallRule,
+    ThresholdRule,
+    TorchStages,
+    run_load,
+    run_load_stagewise,
+    serve,
+)
 from ttamer.serving.decide import DecisionRule
-from ttamer.serving.runtime import StagedModel, concat, to_device
+from ttamer.serving.runtime import StagedModel, concat, one_row_probabilities, to_device
 from ttamer.traces import Trace
 
 log = logging.getLogger("bench_serving")
 ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = ("digits", "fashion_mnist", "sst2_minilm")
+LOOPS = {"batch": run_load, "stagewise": run_load_stagewise}  # ttamer.serving.load
 
 
 # ------------------------------------------------------------------------------ the workload
@@ -251,16 +265,55 @@ def hot_decision_s(model: StagedModel, request: Any, rule: DecisionRule, repeats
     for one request, decided ``repeats`` times in a row (in serving, a decision follows a
     stage's compute, which evicts it from the caches: :func:`single_requests` measures that)."""
     _, output = model.stage(0, request)
-    row = getattr(model, "probabilities1", None) or (lambda out: model.probabilities(out)[0])
+    row = one_row_probabilities(model)
     t0 = time.perf_counter()
     for _ in range(repeats):
         rule.step1(0, row(output), {})
     return (time.perf_counter() - t0) / repeats
 
 
+OVERHEAD_BATCH_SIZES = (1, 4, 16, 64, 256)
+
+
+def overhead_by_batch_size(
+    model: StagedModel,
+    requests: Any,
+    n: int,
+    rule: DecisionRule,
+    sizes: tuple[int, ...] = OVERHEAD_BATCH_SIZES,
+) -> pd.DataFrame:
+    """The decision overhead against the batch size B: batches of B requests (the held-out
+    requests in turn, cycled), served under the full model and under ``rule`` alternately
+    (``max(3, 64 // B)`` of each, after one warm-up of each). Decision time = median of the
+    rule's stage-0 decision (exactly B requests: the exit's probabilities and the rule, in
+    situ); regrouping the unfinished requests (a runtime cost of early exits, not of the
+    decision) is reported beside it; cheapest stage = the least of the full model's per-stage
+    median compute times at B."""
+    rows = []
+    full = FullModel(model.n_stages)
+    for b in sizes:
+        decide, regroup, compute = [], [], []
+        for k in range(1 + max(3, 64 // b)):
+            batch = model.take(requests, (np.arange(b) + k * b) % n)
+            times = [s.compute_s for s in serve(model, batch, full, n=b).stages]
+            first = serve(model, batch, rule, n=b).stages[0]
+            if k:  # the first round warms up
+                compute.append(times)
+                decide.append(first.decide_s)
+                regroup.append(first.regroup_s)
+        cheapest = float(np.median(np.asarray(compute), axis=0).min())
+        dec = float(np.median(decide))
+        rows.append({"batch_size": b, "decision_ms_per_stage": dec * 1e3, "cheapest_stage_ms": cheapest * 1e3,
+                     "decision_overhead_fraction": dec / cheapest,
+                     "regroup_ms": float(np.median(regroup)) * 1e3, "rounds": len(decide)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def agreement(stop: np.ndarray, returned: np.ndarray, c: Choice) -> float:
-    """Fraction of requests decided as the trace replay decided them (stop and returned stage)."""
-    return float(((stop == c.replay_stop) & (returned == c.replay_returned)).mean())
+    """Fraction of requests decided as the trace replay decided them (stop and returned stage;
+    the first ``len(stop)`` held-out requests)."""
+    n = len(stop)
+    return float(((stop == c.replay_stop[:n]) & (returned == c.replay_returned[:n])).mean())
 
 
 def latency_row(ms: np.ndarray) -> dict[str, float]:
@@ -297,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--delta", type=float, default=1.0, help="accuracy points below the full model")
     ap.add_argument("--max-requests", type=int, default=None, help="held-out requests served (default all)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--rates", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0],
+    ap.add_argument("--rates", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0, 8.0, 16.0],
                     help="Poisson rates, as multiples of the full model's batch-1 capacity")  # fmt: skip
     ap.add_argument("--load-requests", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")
@@ -399,18 +452,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     capacity = 1.0 / full_mean
     rows = []
     for mult in args.rates:
-        for c in choices:
-            res = run_load(model, load_requests, n_load, c.rule, mult * capacity, args.batch_size, args.seed)
-            rows.append({
-                "workload": args.workload, "policy": c.name, "knob": c.knob, "rate_multiple": mult,
-                **res.summary(), "accuracy": float((res.pred == labels[:n_load]).mean()),
-            })  # fmt: skip
+        for loop, run in LOOPS.items():
+            for c in choices:
+                res = run(model, load_requests, n_load, c.rule, mult * capacity, args.batch_size, args.seed)
+                rows.append({
+                    "workload": args.workload, "loop": loop, "policy": c.name, "knob": c.knob,
+                    "rate_multiple": mult, **res.summary(),
+                    "accuracy": float((res.pred == labels[:n_load]).mean()),
+                    "agrees_with_replay": agreement(res.stop, res.returned, c),
+                })  # fmt: skip
     load_df = pd.DataFrame(rows)
+
+    recall_rule = next(c.rule for c in choices if c.name == "recall")
+    by_batch = overhead_by_batch_size(model, test_requests, n, recall_rule)
+    below = by_batch.loc[by_batch.decision_overhead_fraction < 0.01, "batch_size"]
 
     recall = single_df.set_index("policy").loc["recall"].to_dict()
     full_trace_ms = float(trace.cost.sum())  # the trace's cost unit: ms per request at batch 1
     dms = float(recall["decision_ms_per_stage"])
-    recall_rule = next(c.rule for c in choices if c.name == "recall")
     hot = hot_decision_s(model, model.take(test_requests, np.asarray([0])), recall_rule)
     env = environment(threads, args.device)
     summary = {
@@ -430,6 +489,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "decision_overhead_vs_mean_stage": float(recall["decision_ms_per_stage"])
         / 1e3
         / float(stage_median.mean()),
+        "decision_overhead_fraction_by_batch_size": {
+            int(r.batch_size): float(r.decision_overhead_fraction) for r in by_batch.itertuples()
+        },
+        "smallest_batch_size_below_1pct": int(below.min()) if len(below) else None,
         "recall_lam": float(recall["knob"]),
         "recall_accuracy": float(recall["accuracy"]),
         "full_accuracy": float(single_df.loc[single_df.policy == "full", "accuracy"].iloc[0]),
@@ -456,6 +519,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     write_csv(single_df.assign(**env), out / f"serving-batch1-{tag}.csv")
     write_csv(batch_df.assign(**env), out / f"serving-batched-{tag}.csv")
     write_csv(load_df.assign(**env), out / f"serving-load-{tag}.csv")
+    write_csv(by_batch.assign(workload=args.workload, **env), out / f"serving-overhead-{tag}.csv")
     atomic_write_bytes(out / f"serving-summary-{tag}.json", (json.dumps(summary, indent=2) + "\n").encode())
 
     pd.set_option("display.width", 200)
@@ -465,8 +529,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batch_cols = ["policy", "accuracy", "p50_ms", "p95_ms", "throughput_rps", "throughput_gain",
                   "agrees_with_replay"]  # fmt: skip
     print(batch_df[batch_cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(load_df[["policy", "rate_multiple", "offered_rate", "p50_ms", "p95_ms", "throughput", "mean_batch"]]
-          .to_string(index=False, float_format=lambda v: f"{v:.4g}"))  # fmt: skip
+    print(by_batch.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    load_cols = ["loop", "policy", "rate_multiple", "offered_rate", "p50_ms", "p95_ms", "throughput"]
+    print(load_df[load_cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(
         json.dumps(
             {k: v for k, v in summary.items() if not k.startswith("env_")} | {"env_torch_threads": threads}

@@ -24,6 +24,7 @@ from ttamer.serving import (
     TorchStages,
     poisson_arrivals,
     run_load,
+    run_load_stagewise,
     serve,
     serve_in_batches,
     serve_one_by_one,
@@ -233,6 +234,71 @@ def test_poisson_load_loop() -> None:
     assert res.throughput > 0 and set(res.summary()) >= {"p50_ms", "p95_ms", "throughput"}
 
 
+@pytest.mark.parametrize("rule_name", ["recall", "patience", "full"])
+def test_stagewise_load_loop_decides_as_the_replay_and_merges_batches(rule_name: str) -> None:
+    """Stage-level batching: every request gets the replay's decision, runs exactly the stages
+    up to its stop, and the unfinished requests of several batches share later stage runs."""
+    x, y = data()
+    net = trained_net(seed=3)
+    tr = trace_of(net, x, y)
+    ctx = ScoringContext(tr.subset(np.arange(300)), tr.subset(np.arange(300, 600)), FitConfig(n_bins=5))
+    xt = x[300:]
+    if rule_name == "recall":
+        rule: DecisionRule = RecallRule(ctx.fitted, 0.9)
+        replay = recall_decisions(ctx.fitted.chain, ctx.test_states, np.array([0.9]))
+        stop, returned = replay.stop[0], replay.returned[0]
+    elif rule_name == "patience":
+        rule = PatienceRule(1, N_STAGES)
+        dec = PatiencePolicy().decide(ctx)
+        j = int(np.flatnonzero(dec.knobs == 1)[0])
+        stop, returned = dec.stop[j], dec.returned[j]
+    else:
+        rule = FullModel(N_STAGES)
+        stop = returned = np.full(300, N_STAGES - 1)
+    for seg in net.segments:
+        cast(Counting, seg).rows = cast(Counting, seg).calls = 0
+    res = run_load_stagewise(TorchStages(net), xt, 300, rule, 1e9, max_batch=16)  # all arrive at once
+    np.testing.assert_array_equal(res.stop, stop)
+    reached = [int((stop >= i).sum()) for i in range(N_STAGES)]
+    assert counts(net) == reached  # a stopped request never runs a later stage
+    assert (res.latency_s > 0).all() and res.batch_sizes.max() <= 16 and res.batch_sizes.sum() == sum(reached)
+    calls = [cast(Counting, seg).calls for seg in net.segments]
+    # full batches of merged stragglers (each earlier stage's last flush may leave one partial)
+    assert all(c <= -(-r // 16) + i for i, (c, r) in enumerate(zip(calls, reached, strict=True)))
+    per_batch = [int((stop[k : k + 16] >= i).any()) for i in range(1, N_STAGES) for k in range(0, 300, 16)]
+    if rule_name != "full":  # fewer later-stage runs than batch by batch, where stragglers run alone
+        assert sum(calls[1:]) < sum(per_batch)
+    served = serve(TorchStages(net), xt, rule)  # the answers of one batch: the same predictions
+    np.testing.assert_array_equal(res.pred, served.pred)
+    np.testing.assert_array_equal(served.returned, returned)
+
+
+def test_stagewise_loop_with_no_wait_runs_the_oldest_request_first() -> None:
+    """``max_wait_s = 0``: the stage of the oldest queued request always runs next, so each
+    batch's stragglers finish before new requests start: the later stages run exactly as
+    batch by batch (one run per batch that still has requests there)."""
+    x, y = data()
+    net = trained_net(seed=3)
+    conf = trace_of(net, x[300:], y[300:]).conf >= 0.6  # (300, stages)
+    conf[:, -1] = True
+    stop = conf.argmax(axis=1)  # the first confident exit, else the last
+    rule = ThresholdRule("max_softmax", 0.6, N_STAGES)
+    for seg in net.segments:
+        cast(Counting, seg).rows = cast(Counting, seg).calls = 0
+    res = run_load_stagewise(TorchStages(net), x[300:], 300, rule, 1e9, max_batch=16, max_wait_s=0.0)
+    np.testing.assert_array_equal(res.stop, stop)
+    calls = [cast(Counting, seg).calls for seg in net.segments]
+    per_batch = [sum(int((stop[k : k + 16] >= i).any()) for k in range(0, 300, 16)) for i in range(N_STAGES)]
+    assert calls == per_batch and 0 < calls[-1] < calls[0]
+
+
+def test_stagewise_loop_serves_slow_arrivals_one_by_one() -> None:
+    x, _ = data(20)
+    rule = ThresholdRule("max_softmax", 0.5, N_STAGES)
+    res = run_load_stagewise(TorchStages(tiny_net()), x, 20, rule, 50.0)
+    assert len(res.latency_s) == 20 and (res.latency_s < 0.05).all() and res.duration_s > 0.1
+
+
 def test_to_device_moves_tensors_and_token_batches_and_keeps_texts() -> None:
     from ttamer.serving.runtime import to_device
     from ttamer.workloads.text_exits import TokenBatch
@@ -244,3 +310,25 @@ def test_to_device_moves_tensors_and_token_batches_and_keeps_texts() -> None:
     assert moved[0] is texts
     assert torch.equal(moved[1].input_ids, ids) and torch.equal(moved[1].attention_mask, batch.attention_mask)
     assert moved[1].token_type_ids is None and torch.equal(moved[2], torch.ones(2))
+
+
+def test_batch1_probabilities_and_scores_are_the_traces_bit_for_bit() -> None:
+    """The batch-1 path works on Python floats: numpy's summation order, the same division,
+    the same scores, the same first argmax, for any number of classes."""
+    from ttamer.serving.decide import argmax1, numpy_sum, stage_score, stage_score1
+
+    rng = np.random.default_rng(0)
+    for n_classes in (1, 2, 3, 7, 8, 9, 10, 17, 100, 128, 129, 300, 1000):
+        for _ in range(40):
+            logits = torch.from_numpy(rng.normal(0.0, rng.choice([0.3, 3.0, 30.0]), (1, n_classes))).float()
+            model = TorchStages(nn.Identity())
+            exact = model.probabilities(logits)  # (1, C) float64
+            fast = model.probabilities1(logits)
+            assert fast == exact[0].tolist()
+            values = rng.random(n_classes) * rng.choice([1e-9, 1.0, 1e6])
+            assert numpy_sum(values.tolist()) == values.sum()
+            assert argmax1(fast) == int(exact[0].argmax())
+            for score in ("max_softmax", "entropy") + (("margin",) if n_classes > 1 else ()):
+                assert stage_score1(fast, score) == stage_score(exact, score)[0]
+    tie = [0.25, 0.5, 0.5, 0.25]
+    assert argmax1(tie) == int(np.argmax(tie)) == 1

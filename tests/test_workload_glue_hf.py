@@ -277,3 +277,27 @@ def test_glue_hf_bad_config_names_the_field(tmp_path: Path) -> None:
         produce({**base, "eval_path": None}, tmp_path)
     with pytest.raises(FieldError, match=r"workload\.train\.epoch: unknown option"):
         produce({**base, "train": {"epoch": 3}}, tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "distilbert"])
+def test_batches_of_different_lengths_merge_between_stages(kind: str, tmp_path: Path) -> None:
+    """Stage-level batching merges the unfinished requests of several batches: token batches
+    and hidden states of different lengths, padded and with the attention mask prepared again,
+    give every request the exit logits it has in its own batch."""
+    from ttamer.serving import TorchStages
+
+    model, tok = load(tiny_model(kind, tmp_path / kind))
+    net = build_text_exits(model, 2)
+    stages = TorchStages(net)
+    parts = [tokenize(tok, SENTENCES[:2], max_length=32), tokenize(tok, SENTENCES[2:3], max_length=32)]
+    assert parts[0].input_ids.shape[1] != parts[1].input_ids.shape[1]
+    with torch.no_grad():
+        alone = [stages.stage(0, p) for p in parts]
+        merged_tokens = stages.merge(parts)
+        _, logits = stages.stage(0, merged_tokens)
+        torch.testing.assert_close(logits, torch.cat([lg for _, lg in alone]), rtol=1e-5, atol=1e-5)
+        merged = stages.merge([s for s, _ in alone])
+        assert merged.hidden.shape[0] == 3 and merged.mask.shape == merged.hidden.shape[:2]
+        _, logits_merged = stages.stage(1, merged)
+        logits_alone = torch.cat([stages.stage(1, s)[1] for s, _ in alone])
+        torch.testing.assert_close(logits_merged, logits_alone, rtol=1e-5, atol=1e-5)

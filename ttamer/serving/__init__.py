@@ -4,7 +4,7 @@ rules compiled from fitted policies (:mod:`~ttamer.serving.decide`), and a Poiss
 batching server loop (:mod:`~ttamer.serving.load`)."""
 
 from ttamer.serving.decide import FullModel, PatienceRule, RecallRule, ThresholdRule
-from ttamer.serving.load import LoadResult, poisson_arrivals, run_load
+from ttamer.serving.load import LoadResult, poisson_arrivals, run_load, run_load_stagewise
 from ttamer.serving.runtime import Served, StagedModel, TorchStages, serve, serve_in_batches, serve_one_by_one
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "TorchStages",
     "poisson_arrivals",
     "run_load",
+    "run_load_stagewise",
     "serve",
     "serve_in_batches",
     "serve_one_by_one",

@@ -23,6 +23,7 @@ Every rule stops every request at the last stage.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,10 +44,26 @@ class Memory:
     """Per-request decision memory: arrays with one row per request still running."""
 
     arrays: dict[str, Any] = field(default_factory=dict)
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        sizes = {len(v) for v in self.arrays.values()}
+        if len(sizes) > 1 or (sizes and self.n not in (0, *sizes)):
+            raise ValueError(f"memory arrays of different lengths: {sorted(sizes)} (n = {self.n})")
+        self.n = sizes.pop() if sizes else self.n
+
+    def __len__(self) -> int:
+        return self.n
+
+    @staticmethod
+    def concat(parts: Sequence[Memory]) -> Memory:
+        """The memories of several groups of requests, one after another."""
+        arrays = {k: np.concatenate([m.arrays[k] for m in parts]) for k in parts[0].arrays}
+        return Memory(arrays, sum(len(m) for m in parts))
 
     def take(self, rows: NDArray[np.intp]) -> Memory:
         """The memory of the requests ``rows`` (in that order)."""
-        return Memory({k: v[rows] for k, v in self.arrays.items()})
+        return Memory({k: v[rows] for k, v in self.arrays.items()}, len(rows))
 
 
 class DecisionRule(Protocol):
@@ -70,22 +87,63 @@ class DecisionRule(Protocol):
         requests in ``memory``: (stop (B,), returned stage (B,), meaningful where stop)."""
         ...
 
-    def step1(self, stage: int, probs: FloatArray, memory: dict[str, Any]) -> tuple[bool, int]:
-        """:meth:`step` for one request, on Python scalars (the batch-1 fast path): ``probs``
-        (C,), ``memory`` a dict (empty at stage 0); the same decisions as :meth:`step`."""
+    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
+        """:meth:`step` for one request, on Python floats (the batch-1 fast path): ``probs``
+        a list (C,), ``memory`` a dict (empty at stage 0); the same decisions as :meth:`step`."""
         ...
 
 
-def confidence1(probs: FloatArray) -> float:
+def numpy_sum(values: Sequence[float]) -> float:
+    """``np.sum`` of a float64 vector, in numpy's own order (pairwise: eight running sums per
+    block of at most 128, blocks halved recursively), so the batch-1 path reproduces the
+    trace's float64 normalisation bit for bit without building an array."""
+    n = len(values)
+    if n < 8:
+        total = 0.0
+        for v in values:
+            total += v
+        return total
+    if n > 128:
+        half = n // 2
+        half -= half % 8
+        return numpy_sum(values[:half]) + numpy_sum(values[half:])
+    r = list(values[:8])
+    whole = n - n % 8
+    for i in range(8, whole, 8):
+        for k in range(8):
+            r[k] += values[i + k]
+    total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    for i in range(whole, n):
+        total += values[i]
+    return total
+
+
+def normalised1(values: Sequence[float]) -> list[float]:
+    """One request's probabilities as :func:`as_probabilities` makes them (each divided by
+    their float64 sum), as a Python list (C,)."""
+    total = numpy_sum(values)
+    return [v / total for v in values]
+
+
+def argmax1(probs: Sequence[float]) -> int:
+    """The first class of largest probability (as ``np.argmax``)."""
+    return probs.index(max(probs))
+
+
+def confidence1(probs: Sequence[float]) -> float:
     """:func:`confidence` of one request's probabilities (C,)."""
-    return min(max(float(probs.max()), 0.0), 1.0)
+    return min(max(max(probs), 0.0), 1.0)
 
 
-def stage_score1(probs: FloatArray, score: str) -> float:
-    """:func:`stage_score` of one request's probabilities (C,) (the same float operations)."""
+def stage_score1(probs: Sequence[float], score: str) -> float:
+    """:func:`stage_score` of one request's probabilities (C,), with the same float
+    operations (``entropy`` through numpy, whose logarithm may differ from ``math.log``)."""
     if score == "max_softmax":
         return confidence1(probs)
-    return float(stage_score(probs[None, :], score)[0])
+    if score == "margin":
+        top2 = sorted(probs)[-2:]
+        return top2[1] - top2[0]
+    return float(stage_score(np.asarray(probs, dtype=np.float64)[None, :], score)[0])
 
 
 def as_probabilities(probs: NDArray[np.floating]) -> FloatArray:
@@ -174,11 +232,11 @@ class RecallRule:
             stop = np.ones_like(stop)
         return np.asarray(stop, dtype=bool), np.asarray(m["arg"], dtype=np.int64)
 
-    def step1(self, stage: int, probs: FloatArray, memory: dict[str, Any]) -> tuple[bool, int]:
+    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
         edges = self._edges1[stage]
         state = bisect_right(edges, stage_score1(probs, self._score))  # = searchsorted(side="right")
         if self._agreement:
-            pred = int(probs.argmax())
+            pred = argmax1(probs)
             if stage > 0 and pred == memory["prev"]:
                 state += len(edges) + 1
             memory["prev"] = pred
@@ -211,7 +269,7 @@ class ThresholdRule:
         return self.t
 
     def start(self, n: int) -> Memory:
-        return Memory()
+        return Memory(n=n)
 
     def step(self, stage: int, probs: FloatArray, memory: Memory) -> tuple[BoolArray, IntArray]:
         if self.score == "max_softmax":
@@ -222,7 +280,7 @@ class ThresholdRule:
             stop = np.ones_like(stop)
         return np.asarray(stop, dtype=bool), np.full(len(probs), stage, dtype=np.int64)
 
-    def step1(self, stage: int, probs: FloatArray, memory: dict[str, Any]) -> tuple[bool, int]:
+    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
         if stage == self.n_stages - 1:
             return True, stage
         if self.score == "max_softmax":
@@ -255,8 +313,8 @@ class PatienceRule:
             stop = np.ones_like(stop)
         return np.asarray(stop, dtype=bool), np.full(len(probs), stage, dtype=np.int64)
 
-    def step1(self, stage: int, probs: FloatArray, memory: dict[str, Any]) -> tuple[bool, int]:
-        pred = int(probs.argmax())
+    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
+        pred = argmax1(probs)
         run = memory["run"] + 1 if stage > 0 and pred == memory["prev"] else 0
         memory["run"], memory["prev"] = run, pred
         return stage == self.n_stages - 1 or run >= self.k, stage
@@ -271,11 +329,11 @@ class FullModel:
     knob: float = float("nan")
 
     def start(self, n: int) -> Memory:
-        return Memory()
+        return Memory(n=n)
 
     def step(self, stage: int, probs: FloatArray, memory: Memory) -> tuple[BoolArray, IntArray]:
         last = stage == self.n_stages - 1
         return np.full(len(probs), last, dtype=bool), np.full(len(probs), stage, dtype=np.int64)
 
-    def step1(self, stage: int, probs: FloatArray, memory: dict[str, Any]) -> tuple[bool, int]:
+    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
         return stage == self.n_stages - 1, stage

@@ -10,9 +10,9 @@ probabilities exactly as the trace stored them, ``take(state, rows)`` keeps some
 :class:`~ttamer.workloads.text_exits.TokenBatch` / ``HiddenState`` of the text models), with an
 optional first stage that is not a network (VADER on the raw texts, for SST-2).
 
-Timing: every stage's compute (``stage``) and decision (probabilities + rule + regrouping) are
-timed separately with ``time.perf_counter``; each request's latency is the time from the start
-of its batch to the decision that stopped it.
+Timing: every stage's compute (``stage``), decision (the exit's probabilities + the rule) and
+regrouping (keeping the unfinished rows) are timed separately with ``time.perf_counter``; each
+request's latency is the time from the start of its batch to the decision that stopped it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from ttamer.serving.decide import DecisionRule, FullModel, as_probabilities
+from ttamer.serving.decide import DecisionRule, FullModel, Memory, argmax1, as_probabilities, normalised1
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -48,6 +48,10 @@ class StagedModel(Protocol):
 
     def take(self, state: Any, rows: NDArray[np.intp]) -> Any:
         """The rows ``rows`` of a batch state (or of a batch of requests)."""
+        ...
+
+    def merge(self, states: Sequence[Any]) -> Any:
+        """Batch states of the same stage (or batches of requests), one after another."""
         ...
 
 
@@ -82,6 +86,37 @@ def take_rows(state: Any, rows: NDArray[np.intp]) -> Any:
             position_ids=batch_rows(state.position_ids),
         )
     raise TypeError(f"cannot take rows of a {type(state).__name__}")
+
+
+def merge_rows(states: Sequence[Any], segment: Any = None) -> Any:
+    """Several batch states one after another (the inverse of :func:`take_rows`): tensors,
+    lists, tuples of those, :class:`TokenBatch` (right-padded to the longest) and, given the
+    text model's stage-1 ``segment``, ``HiddenState`` (padded, attention mask prepared again)."""
+    first = states[0]
+    if len(states) == 1:
+        return first
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(states))
+    if isinstance(first, tuple):
+        return tuple(merge_rows(parts, segment) for parts in zip(*states, strict=True))
+    if isinstance(first, list):
+        return [item for s in states for item in s]
+    if first is None:
+        return None
+    from ttamer.workloads.text_exits import (
+        HiddenState,
+        TokenBatch,
+        concat_hidden_states,
+        concat_token_batches,
+    )
+
+    if isinstance(first, TokenBatch):
+        return concat_token_batches(states)
+    if isinstance(first, HiddenState):
+        if segment is None:
+            raise TypeError("merging hidden states needs the model's stage-1 segment")
+        return concat_hidden_states(states, segment)
+    raise TypeError(f"cannot merge batches of {type(first).__name__}")
 
 
 def to_device(state: Any, device: torch.device) -> Any:
@@ -139,26 +174,32 @@ class TorchStages:
         # as ttamer.workloads.multi_exit.exit_probabilities: float32 softmax, then float64
         return as_probabilities(torch.softmax(output.detach().float(), dim=-1).cpu().numpy())
 
-    def probabilities1(self, output: Any) -> FloatArray:
-        """:meth:`probabilities` of a batch of one, as a (C,) row (fewer array operations)."""
+    def probabilities1(self, output: Any) -> list[float]:
+        """:meth:`probabilities` of a batch of one, as a Python list (C,) of the same float64
+        values: one softmax and one conversion, the normalisation in Python (batch 1 is
+        dominated by per-operation overheads, not by arithmetic)."""
         if isinstance(output, np.ndarray):
-            p = np.asarray(output[0], dtype=np.float64)
-        else:
-            p = torch.softmax(output.detach().float(), dim=-1)[0].cpu().numpy().astype(np.float64)
-        return np.asarray(p / p.sum(), dtype=np.float64)
+            return normalised1(np.asarray(output[0], dtype=np.float64).tolist())
+        return normalised1(torch.softmax(output.float(), dim=-1).tolist()[0])
 
     def take(self, state: Any, rows: NDArray[np.intp]) -> Any:
         return take_rows(state, rows)
 
+    def merge(self, states: Sequence[Any]) -> Any:
+        """Batch states of the same stage, one after another (:func:`merge_rows`)."""
+        return merge_rows(states, self.model.segments[0])
+
 
 @dataclass(frozen=True)
 class StageRecord:
-    """One stage of one batch: its index, batch size, compute and decision seconds."""
+    """One stage of one batch: its index, batch size, and seconds of compute, of decision (the
+    exit's probabilities and the rule) and of regrouping the unfinished requests."""
 
     stage: int
     batch_size: int
     compute_s: float
     decide_s: float
+    regroup_s: float = 0.0
 
 
 @dataclass
@@ -172,6 +213,49 @@ class Served:
     pred: IntArray
     finish_s: FloatArray
     stages: list[StageRecord] = field(default_factory=list)
+
+
+@dataclass
+class StageStep:
+    """One stage run on a batch of B requests and decided: the stage's output ``state``, the
+    rule's ``memory`` (B rows), ``halt`` (B,) and ``returned`` (B,) (the rule's decision),
+    ``pred`` (B,) this exit's predictions (None when the rule decides nothing here),
+    ``decided_at`` (``time.perf_counter()`` when the decision was made) and the record."""
+
+    state: Any
+    memory: Memory
+    halt: NDArray[np.bool_]
+    returned: IntArray
+    pred: IntArray | None
+    decided_at: float
+    record: StageRecord
+
+
+def run_stage(model: StagedModel, rule: DecisionRule, i: int, state: Any, memory: Memory) -> StageStep:
+    """Stage ``i`` on the batch ``state`` (``len(memory)`` requests), then the rule's decision;
+    the full model decides nothing before its last stage (and computes no probabilities)."""
+    n = len(memory)
+    t0 = time.perf_counter()
+    state, output = model.stage(i, state)
+    t1 = time.perf_counter()
+    if isinstance(rule, FullModel) and i < model.n_stages - 1:
+        none = np.zeros(n, dtype=bool)
+        return StageStep(state, memory, none, np.full(n, i), None, t1, StageRecord(i, n, t1 - t0, 0.0))
+    probs = model.probabilities(output)
+    halt, ret = rule.step(i, probs, memory)
+    pred = probs.argmax(axis=1)
+    t2 = time.perf_counter()
+    return StageStep(state, memory, halt, ret, pred, t2, StageRecord(i, n, t1 - t0, t2 - t1))
+
+
+def regroup(model: StagedModel, step: StageStep, keep: NDArray[np.intp]) -> tuple[Any, Memory, StageRecord]:
+    """The state and memory of the unfinished requests ``keep`` (rows of ``step``) as a smaller
+    batch (unchanged when none stopped), and the stage's record with the regrouping time."""
+    t0 = time.perf_counter()
+    state, memory = step.state, step.memory
+    if keep.size and keep.size < len(memory):
+        state, memory = model.take(state, keep), memory.take(keep)
+    return state, memory, replace(step.record, regroup_s=time.perf_counter() - t0)
 
 
 def serve(
@@ -193,39 +277,34 @@ def serve(
     records: list[StageRecord] = []
     preds = np.full((n_req, model.n_stages), -1, dtype=np.int64)
     active = np.arange(n_req)
-    full = isinstance(rule, FullModel)
-    last = model.n_stages - 1
     t_start = time.perf_counter()
     memory = rule.start(n_req)
     state = requests
     for i in range(model.n_stages):
-        t0 = time.perf_counter()
-        state, output = model.stage(i, state)
-        t1 = time.perf_counter()
-        if full and i < last:
-            records.append(StageRecord(i, len(active), t1 - t0, 0.0))
-            continue
-        probs = model.probabilities(output)
-        preds[active, i] = probs.argmax(axis=1)
-        halt, ret = rule.step(i, probs, memory)
-        done = np.flatnonzero(halt)
+        step = run_stage(model, rule, i, state, memory)
+        if step.pred is not None:
+            preds[active, i] = step.pred
+        done = np.flatnonzero(step.halt)
         if done.size:
             rows = active[done]
             stop[rows] = i
-            returned[rows] = ret[done]
-            pred[rows] = preds[rows, ret[done]]
-        keep = np.flatnonzero(~halt)
-        if keep.size and done.size:  # regroup the unfinished requests into a smaller batch
-            state = model.take(state, keep)
-            memory = memory.take(keep)
-        t2 = time.perf_counter()
-        if done.size:
-            finish[active[done]] = t2 - t_start
-        records.append(StageRecord(i, len(active), t1 - t0, t2 - t1))
+            returned[rows] = step.returned[done]
+            pred[rows] = preds[rows, step.returned[done]]
+            finish[rows] = step.decided_at - t_start  # answered before the others are regrouped
+        keep = np.flatnonzero(~step.halt)
+        state, memory, record = regroup(model, step, keep)
+        records.append(record)
         active = active[keep]
         if not active.size:
             break
     return Served(stop, returned, pred, finish, records)
+
+
+def one_row_probabilities(model: StagedModel) -> Callable[[Any], list[float]]:
+    """The model's probabilities of a batch of one, as a list (C,): its ``probabilities1`` when
+    it has one (:meth:`TorchStages.probabilities1`)."""
+    fast: Callable[[Any], list[float]] | None = getattr(model, "probabilities1", None)
+    return fast or (lambda output: model.probabilities(output)[0].tolist())
 
 
 def serve_single(model: StagedModel, request: Any, rule: DecisionRule) -> Served:
@@ -236,7 +315,7 @@ def serve_single(model: StagedModel, request: Any, rule: DecisionRule) -> Served
     full = isinstance(rule, FullModel)
     last = model.n_stages - 1
     clock = time.perf_counter
-    row_probs = getattr(model, "probabilities1", None) or (lambda out: model.probabilities(out)[0])
+    row_probs = one_row_probabilities(model)
     t_start = clock()
     state = request
     for i in range(model.n_stages):
@@ -247,7 +326,7 @@ def serve_single(model: StagedModel, request: Any, rule: DecisionRule) -> Served
             records.append(StageRecord(i, 1, t1 - t0, 0.0))
             continue
         probs = row_probs(output)
-        preds.append(int(probs.argmax()))
+        preds.append(argmax1(probs))
         halt, ret = rule.step1(i, probs, memory)
         t2 = clock()
         records.append(StageRecord(i, 1, t1 - t0, t2 - t1))

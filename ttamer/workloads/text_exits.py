@@ -109,6 +109,25 @@ class TokenBatch:
         return self.attention_mask.sum(dim=1)
 
 
+def pad_columns(t: torch.Tensor, length: int) -> torch.Tensor:
+    """``t`` (B, L, ...) right-padded with zeros along dimension 1 to ``length``."""
+    if t.shape[1] == length:
+        return t
+    return torch.cat([t, t.new_zeros((t.shape[0], length - t.shape[1], *t.shape[2:]))], dim=1)
+
+
+def concat_token_batches(parts: Sequence[TokenBatch]) -> TokenBatch:
+    """Several batches one after another, right-padded to the longest."""
+    length = max(int(b.input_ids.shape[1]) for b in parts)
+
+    def cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([pad_columns(t, length) for t in tensors])
+
+    types = [b.token_type_ids for b in parts]
+    tt = None if any(t is None for t in types) else cat(cast(list[torch.Tensor], types))
+    return TokenBatch(cat([b.input_ids for b in parts]), cat([b.attention_mask for b in parts]), tt)
+
+
 def tokenize(
     tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None, max_length: int = 128
 ) -> TokenBatch:
@@ -188,8 +207,11 @@ def _prepare_mask(
             )
         return base.get_extended_attention_mask(mask, tuple(mask.shape))
     if kind == "gpt2":
+        # the empty cache is ``cache`` from transformers 5.x on, ``past_key_values`` before
+        params = inspect.signature(create_causal_mask).parameters
+        no_cache = "cache" if "cache" in params else "past_key_values"
         return create_causal_mask(
-            config=config, inputs_embeds=embeds, attention_mask=mask, past_key_values=None, position_ids=pos
+            config=config, inputs_embeds=embeds, attention_mask=mask, position_ids=pos, **{no_cache: None}
         )
     return create_bidirectional_mask(config=config, inputs_embeds=embeds, attention_mask=mask)
 
@@ -240,6 +262,22 @@ class EmbedSegment(nn.Module):
 
     def forward(self, x: TokenBatch) -> HiddenState:
         return run_layer(self.kind, self.layer, self.embed(x))
+
+
+def concat_hidden_states(parts: Sequence[HiddenState], segment: EmbedSegment) -> HiddenState:
+    """Several batches' states between layers as one batch: right-padded to the longest, the
+    attention mask prepared again for the merged padding mask as ``segment`` (the model's
+    stage-1 segment) prepares it."""
+    if len(parts) == 1:
+        return parts[0]
+    length = max(int(p.hidden.shape[1]) for p in parts)
+    hidden = torch.cat([pad_columns(p.hidden, length) for p in parts])
+    mask = torch.cat([pad_columns(p.mask, length) for p in parts])
+    pos = None
+    if parts[0].position_ids is not None:
+        pos = torch.arange(length, device=hidden.device)[None]
+    bias = _prepare_mask(segment.kind, segment.config, hidden, mask, pos, segment.base_ref[0])
+    return HiddenState(hidden, mask, bias, pos)
 
 
 class LayerSegment(nn.Module):
