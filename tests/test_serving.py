@@ -170,6 +170,25 @@ def test_recall_decisions_equal_the_trace_replay(config: FitConfig) -> None:
     assert (replay.returned != replay.stop).any()  # recall really returns earlier stages here
 
 
+@pytest.mark.parametrize("config", [FitConfig(n_bins=5), FitConfig(n_bins=4, agreement=True)])
+def test_a_batch_shrunk_to_one_request_is_decided_on_floats_as_on_arrays(config: FitConfig) -> None:
+    """Once a batch is down to one request, its later stages take the scalar decision (its
+    memory carried over from the arrays and back): every outcome equals the vectorised path's."""
+    x, y = data()
+    net = trained_net(seed=3)
+    ctx = ScoringContext(trace_of(net, x, y).subset(np.arange(300)), None, config)
+    model = TorchStages(net)
+    xt = x[300:]
+    single_runs = 0
+    for rule in (RecallRule(ctx.fitted, 0.9), PatienceRule(1, N_STAGES)):
+        for k in range(0, 200, 2):
+            fast, slow = serve(model, xt[k : k + 2], rule), serve(model, xt[k : k + 2], rule, fast=False)
+            for field in ("stop", "returned", "pred"):
+                np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
+            single_runs += sum(r.batch_size == 1 for r in fast.stages)
+    assert single_runs > 20
+
+
 def test_threshold_and_patience_decisions_equal_the_trace_replay() -> None:
     x, y = data()
     net = trained_net(seed=5)

@@ -61,6 +61,15 @@ class Memory:
         arrays = {k: np.concatenate([m.arrays[k] for m in parts]) for k in parts[0].arrays}
         return Memory(arrays, sum(len(m) for m in parts))
 
+    def row(self, r: int) -> dict[str, Any]:
+        """Request ``r``'s memory as Python scalars (the memory :meth:`DecisionRule.step1` takes)."""
+        return {k: v[r].item() for k, v in self.arrays.items()}
+
+    def set_row(self, r: int, values: dict[str, Any]) -> None:
+        """Store request ``r``'s memory back from Python scalars."""
+        for k, v in values.items():
+            self.arrays[k][r] = v
+
     def take(self, rows: NDArray[np.intp]) -> Memory:
         """The memory of the requests ``rows`` (in that order)."""
         return Memory({k: v[rows] for k, v in self.arrays.items()}, len(rows))

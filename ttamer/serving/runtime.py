@@ -231,9 +231,13 @@ class StageStep:
     record: StageRecord
 
 
-def run_stage(model: StagedModel, rule: DecisionRule, i: int, state: Any, memory: Memory) -> StageStep:
+def run_stage(
+    model: StagedModel, rule: DecisionRule, i: int, state: Any, memory: Memory, fast: bool = True
+) -> StageStep:
     """Stage ``i`` on the batch ``state`` (``len(memory)`` requests), then the rule's decision;
-    the full model decides nothing before its last stage (and computes no probabilities)."""
+    the full model decides nothing before its last stage (and computes no probabilities).
+    ``fast``: a batch of one request is decided on Python floats (:meth:`DecisionRule.step1`,
+    the same decision with a fraction of the vectorised path's fixed cost)."""
     n = len(memory)
     t0 = time.perf_counter()
     state, output = model.stage(i, state)
@@ -241,9 +245,16 @@ def run_stage(model: StagedModel, rule: DecisionRule, i: int, state: Any, memory
     if isinstance(rule, FullModel) and i < model.n_stages - 1:
         none = np.zeros(n, dtype=bool)
         return StageStep(state, memory, none, np.full(n, i), None, t1, StageRecord(i, n, t1 - t0, 0.0))
-    probs = model.probabilities(output)
-    halt, ret = rule.step(i, probs, memory)
-    pred = probs.argmax(axis=1)
+    if fast and n == 1:
+        probs1 = one_row_probabilities(model)(output)
+        scalars = memory.row(0)
+        halt1, ret1 = rule.step1(i, probs1, scalars)
+        memory.set_row(0, scalars)
+        halt, ret, pred = np.array([halt1]), np.array([ret1]), np.array([argmax1(probs1)])
+    else:
+        probs = model.probabilities(output)
+        halt, ret = rule.step(i, probs, memory)
+        pred = probs.argmax(axis=1)
     t2 = time.perf_counter()
     return StageStep(state, memory, halt, ret, pred, t2, StageRecord(i, n, t1 - t0, t2 - t1))
 
@@ -281,7 +292,7 @@ def serve(
     memory = rule.start(n_req)
     state = requests
     for i in range(model.n_stages):
-        step = run_stage(model, rule, i, state, memory)
+        step = run_stage(model, rule, i, state, memory, fast)
         if step.pred is not None:
             preds[active, i] = step.pred
         done = np.flatnonzero(step.halt)
