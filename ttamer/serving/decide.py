@@ -58,6 +58,8 @@ class Memory:
     @staticmethod
     def concat(parts: Sequence[Memory]) -> Memory:
         """The memories of several groups of requests, one after another."""
+        if len(parts) == 1:
+            return parts[0]
         arrays = {k: np.concatenate([m.arrays[k] for m in parts]) for k in parts[0].arrays}
         return Memory(arrays, sum(len(m) for m in parts))
 

@@ -13,10 +13,12 @@ last answer.
 * :func:`run_load_stagewise` (stage by stage): every stage has a queue; arrivals join stage
   0's, and after each stage the unfinished requests join the next stage's queue, where they
   are merged with the unfinished requests of other batches. Each step runs one stage on at
-  most ``max_batch`` of its queue: the stage with the most queued requests (counting at most
-  ``max_batch``; ties go to the deeper stage), or the stage of a request that has waited
-  longer than ``max_wait_s``. Early exits free capacity at once for new arrivals, and the
-  few requests that continue are batched together instead of running later stages alone.
+  most ``max_batch`` of its queue: while the server keeps up (fewer than ``max_batch``
+  requests wait for stage 0), the deepest stage with queued requests, so in-flight requests
+  finish first; once it is saturated, the stage with the most queued requests (counting at
+  most ``max_batch``; ties go to the deeper stage), so that the few requests that continue
+  are batched together instead of running later stages alone; and at any time the stage of a
+  request that has waited longer than ``max_wait_s``.
 """
 
 from __future__ import annotations
@@ -158,16 +160,21 @@ class _Group:
 def _next_stage(
     queues: list[list[_Group]], arrivals: FloatArray, now: float, max_batch: int, max_wait_s: float | None
 ) -> int:
-    """The stage to run: that of a request waiting longer than ``max_wait_s`` (the oldest),
-    else the one with the most queued requests (at most ``max_batch`` counted; the deepest on
-    ties)."""
+    """The stage to run: that of a request waiting longer than ``max_wait_s`` (the oldest);
+    else, while fewer than ``max_batch`` requests wait for stage 0 (the server keeps up), the
+    deepest stage with queued requests (in-flight requests finish first, as batch by batch);
+    else (saturated) the one with the most queued requests, at most ``max_batch`` counted, the
+    deepest on ties (the stragglers of several batches gather into full batches)."""
+    sizes = [sum(len(g.ids) for g in q) for q in queues]
     if max_wait_s is not None:
         oldest = [min(float(arrivals[g.ids].min()) for g in q) if q else np.inf for q in queues]
         i = int(np.argmin(oldest))
         if now - oldest[i] > max_wait_s:
             return i
-    sizes = [min(sum(len(g.ids) for g in q), max_batch) for q in queues]
-    return len(sizes) - 1 - int(np.argmax(sizes[::-1]))
+    if sizes[0] < max_batch:
+        return max(i for i, size in enumerate(sizes) if size)
+    capped = [min(size, max_batch) for size in sizes]
+    return len(capped) - 1 - int(np.argmax(capped[::-1]))
 
 
 def _pop_batch(model: StagedModel, queue: list[_Group], max_batch: int) -> list[_Group]:
@@ -217,7 +224,7 @@ def run_load_stagewise(
             continue
         i = _next_stage(queues, arrivals, now, max_batch, max_wait_s)
         groups = _pop_batch(model, queues[i], max_batch)
-        ids = np.concatenate([g.ids for g in groups])
+        ids = groups[0].ids if len(groups) == 1 else np.concatenate([g.ids for g in groups])
         if i == 0:
             state = model.take(requests, ids)
         else:

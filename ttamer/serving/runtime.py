@@ -266,7 +266,9 @@ def regroup(model: StagedModel, step: StageStep, keep: NDArray[np.intp]) -> tupl
     state, memory = step.state, step.memory
     if keep.size and keep.size < len(memory):
         state, memory = model.take(state, keep), memory.take(keep)
-    return state, memory, replace(step.record, regroup_s=time.perf_counter() - t0)
+    r = step.record
+    seconds = time.perf_counter() - t0
+    return state, memory, StageRecord(r.stage, r.batch_size, r.compute_s, r.decide_s, seconds)
 
 
 def serve(
