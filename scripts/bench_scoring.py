@@ -269,10 +269,10 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     print("-" * len(header))
     for r in rows:
-        peak = "-" if r.peak_mb is None else f"{r.peak_mb:,.0f}"
+        peak_text = "-" if r.peak_mb is None else f"{r.peak_mb:,.0f}"
         print(
             f"{r.policy:<22} {r.knobs:>5} {r.total_s:>8.3f} {r.fit_s:>7.3f} {r.test_s:>7.3f} "
-            f"{r.test_cpu_s:>8.3f} {r.evals_per_second:>10.3g} {r.ratio:>6.2f} {peak:>9}"
+            f"{r.test_cpu_s:>8.3f} {r.evals_per_second:>10.3g} {r.ratio:>6.2f} {peak_text:>9}"
         )
     print(
         f"{'numpy pass (reference)':<22} {args.knobs:>5} {ref_s:>8.3f} {0.0:>7.3f} {ref_s:>7.3f} "

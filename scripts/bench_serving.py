@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -341,7 +341,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", choices=WORKLOADS, default="digits")
     ap.add_argument("--quick", action="store_true", help="fewer requests; last line: one JSON object")
@@ -359,13 +359,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "uses the trace's stage costs, measured where the trace was made")  # fmt: skip
     ap.add_argument("--cache-dir", default=str(ROOT / ".cache/ttamer/traces"))
     ap.add_argument("--out", default=str(ROOT / "results/serving"))
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    return ap.parse_args(argv)
 
+
+@dataclass
+class Setup:
+    """The served model, the held-out requests (``n``, with their ``labels``), the policies at
+    their knobs, and where they come from."""
+
+    args: argparse.Namespace
+    model: StagedModel
+    requests: Any
+    n: int
+    labels: np.ndarray
+    choices: list[Choice]
+    target: float
+    trace: Trace
+    n_fit: int
+    reused: bool
+
+
+def prepare(args: argparse.Namespace) -> Setup:
+    """Model and trace (cached or trained), the fit / held-out split, the policies' knobs."""
     from ttamer.workloads.cache import cached_model
 
-    threads = args.threads
-    torch.set_num_threads(threads)  # before training: a trace timed with torch's default uses it
+    torch.set_num_threads(args.threads)  # before training: a trace timed with torch's default uses it
     config, fit_config = workload_config(args.workload, args.seed)
     model_net, trace, reused = cached_model(args.workload, config, args.cache_dir, args.out)
     log.info("model and trace %s (%d samples, %d stages; stages timed with %s torch threads)",
@@ -373,9 +391,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              trace.meta.get("env_torch_threads", "?"))  # fmt: skip
     model, requests = held_out_requests(args.workload, config, model_net, trace)
     if args.device != "cpu":
-        model = dataclasses.replace(model, device=args.device)  # the network moves there
+        model = dataclasses.replace(cast(TorchStages, model), device=args.device)  # the network moves there
         requests = to_device(requests, torch.device(args.device))
-
     rng = np.random.default_rng(args.seed)
     perm = rng.permutation(trace.n_samples)
     n_fit = round(args.fit_fraction * trace.n_samples)
@@ -385,26 +402,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         test_rows = np.sort(rng.choice(test_rows, size=max_req, replace=False))
     ctx = ScoringContext(trace.subset(fit_rows), trace.subset(test_rows), fit_config)
     choices, target = choose_policies(ctx, args.delta)
-    test_requests = model.take(requests, test_rows)
-    n = len(test_rows)
-    labels = ctx.test.labels
-    log.info("fit %d, held-out %d requests; target fit accuracy %.4f; knobs %s", len(fit_rows), n, target,
-             {c.name: round(c.knob, 6) for c in choices})  # fmt: skip
+    log.info("fit %d, held-out %d requests; target fit accuracy %.4f; knobs %s", n_fit, len(test_rows),
+             target, {c.name: round(c.knob, 6) for c in choices})  # fmt: skip
+    return Setup(args, model, model.take(requests, test_rows), len(test_rows), ctx.test.labels, choices,
+                 target, trace, n_fit, reused)  # fmt: skip
 
-    # --- batch 1, request by request
-    single = single_requests(model, test_requests, n, choices, warmup=20)
+
+def batch1_table(su: Setup) -> tuple[pd.DataFrame, pd.Series]:
+    """Every request alone: one row per policy, and the full model's median compute seconds
+    per stage."""
+    single = single_requests(su.model, su.requests, su.n, su.choices, warmup=20)
     full_mean = float(single["full"]["latency"].mean())
     compute = pd.DataFrame(single["full"]["compute"], columns=["stage", "s"])
     stage_median = compute.groupby("stage")["s"].median()
     rows = []
-    for c in choices:
+    for c in su.choices:
         r = single[c.name]
-        ms = r["latency"] * 1e3
         decide = np.asarray(r["decide"]) if r["decide"] else np.zeros(1)
         rows.append({
-            "workload": args.workload, "mode": "batch1", "policy": c.name, "knob": c.knob,
-            "n_requests": n, "accuracy": float((r["pred"] == labels).mean()), **latency_row(ms),
-            "throughput_rps": 1.0 / float(r["latency"].mean()),
+            "workload": su.args.workload, "mode": "batch1", "policy": c.name, "knob": c.knob,
+            "n_requests": su.n, "accuracy": float((r["pred"] == su.labels).mean()),
+            **latency_row(r["latency"] * 1e3), "throughput_rps": 1.0 / float(r["latency"].mean()),
             "measured_saving": 1.0 - float(r["latency"].mean()) / full_mean,
             "predicted_saving": c.predicted_saving, "predicted_accuracy": c.predicted_accuracy,
             "fit_accuracy": c.fit_accuracy,
@@ -413,130 +431,155 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "decision_ms_per_stage": float(decide.mean() * 1e3),
             "decision_overhead_fraction": float(decide.mean() / stage_median.min()),
         })  # fmt: skip
-    single_df = pd.DataFrame(rows)
+    return pd.DataFrame(rows), stage_median
 
-    # --- batched: consecutive batches, policies interleaved batch by batch (as batch 1)
-    batches = [np.arange(s0, min(s0 + args.batch_size, n)) for s0 in range(0, n, args.batch_size)]
-    parts: dict[str, list[Any]] = {c.name: [] for c in choices}
-    secs: dict[str, list[float]] = {c.name: [] for c in choices}
-    order = list(choices)
+
+def batched_table(su: Setup) -> pd.DataFrame:
+    """Consecutive batches, policies interleaved batch by batch (the first batch of each policy
+    is a warm-up, timed again): one row per policy."""
+    size = su.args.batch_size
+    batches = [np.arange(s0, min(s0 + size, su.n)) for s0 in range(0, su.n, size)]
+    parts: dict[str, list[Any]] = {c.name: [] for c in su.choices}
+    secs: dict[str, list[float]] = {c.name: [] for c in su.choices}
+    order = list(su.choices)
     for b, rows_b in enumerate(batches):
-        batch = model.take(test_requests, rows_b)
+        batch = su.model.take(su.requests, rows_b)
         order = order[1:] + order[:1]
         for c in order:
-            t0 = time.perf_counter()
-            parts[c.name].append(serve(model, batch, c.rule, n=len(rows_b)))
-            secs[c.name].append(time.perf_counter() - t0)
-            if b == 0:  # the first batch warms up each policy: timed again below
+            for _ in range(2 if b == 0 else 1):
                 t0 = time.perf_counter()
-                parts[c.name][-1] = serve(model, batch, c.rule, n=len(rows_b))
-                secs[c.name][-1] = time.perf_counter() - t0
+                out = serve(su.model, batch, c.rule, n=len(rows_b))
+                seconds = time.perf_counter() - t0
+            parts[c.name].append(out)
+            secs[c.name].append(seconds)
     rows = []
-    for c in choices:
+    for c in su.choices:
         served = concat(parts[c.name])
         total = float(np.sum(secs[c.name]))
         rows.append({
-            "workload": args.workload, "mode": f"batch{args.batch_size}", "policy": c.name, "knob": c.knob,
-            "n_requests": n, "accuracy": float((served.pred == labels).mean()),
-            **latency_row(served.finish_s * 1e3), "throughput_rps": n / total,
+            "workload": su.args.workload, "mode": f"batch{size}", "policy": c.name, "knob": c.knob,
+            "n_requests": su.n, "accuracy": float((served.pred == su.labels).mean()),
+            **latency_row(served.finish_s * 1e3), "throughput_rps": su.n / total,
             "mean_batch_ms": total / len(batches) * 1e3,
             "agrees_with_replay": agreement(served.stop, served.returned, c),
         })  # fmt: skip
-    batch_df = pd.DataFrame(rows)
-    batch_full = float(batch_df.loc[batch_df.policy == "full", "throughput_rps"].iloc[0])
-    batch_df["throughput_gain"] = batch_df["throughput_rps"] / batch_full - 1.0
+    frame = pd.DataFrame(rows)
+    full = float(frame.loc[frame.policy == "full", "throughput_rps"].iloc[0])
+    frame["throughput_gain"] = frame["throughput_rps"] / full - 1.0
+    return frame
 
-    # --- Poisson load into the batching server loop
-    n_load = args.load_requests or min(n, 200 if args.quick else 1000)
-    load_requests = model.take(test_requests, np.arange(n_load))
-    capacity = 1.0 / full_mean
+
+def load_table(su: Setup, capacity: float) -> pd.DataFrame:
+    """Poisson arrivals at ``--rates`` times ``capacity`` (requests/s) into both server loops."""
+    a = su.args
+    n_load = a.load_requests or min(su.n, 200 if a.quick else 1000)
+    requests = su.model.take(su.requests, np.arange(n_load))
     rows = []
-    for mult in args.rates:
+    for mult in a.rates:
         for loop, run in LOOPS.items():
-            for c in choices:
-                res = run(model, load_requests, n_load, c.rule, mult * capacity, args.batch_size, args.seed)
+            for c in su.choices:
+                res = run(su.model, requests, n_load, c.rule, mult * capacity, a.batch_size, a.seed)
                 rows.append({
-                    "workload": args.workload, "loop": loop, "policy": c.name, "knob": c.knob,
+                    "workload": a.workload, "loop": loop, "policy": c.name, "knob": c.knob,
                     "rate_multiple": mult, **res.summary(),
-                    "accuracy": float((res.pred == labels[:n_load]).mean()),
+                    "accuracy": float((res.pred == su.labels[:n_load]).mean()),
                     "agrees_with_replay": agreement(res.stop, res.returned, c),
                 })  # fmt: skip
-    load_df = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
-    recall_rule = next(c.rule for c in choices if c.name == "recall")
-    by_batch = overhead_by_batch_size(model, test_requests, n, recall_rule)
-    below = by_batch.loc[by_batch.decision_overhead_fraction < 0.01, "batch_size"]
 
+def summarise(
+    su: Setup, single_df: pd.DataFrame, stage_median: pd.Series, by_batch: pd.DataFrame, hot_s: float
+) -> dict[str, Any]:
+    """The headline numbers (module docstring) and the targets."""
     recall = single_df.set_index("policy").loc["recall"].to_dict()
-    full_trace_ms = float(trace.cost.sum())  # the trace's cost unit: ms per request at batch 1
+    full_trace_ms = float(su.trace.cost.sum())  # the trace's cost unit: ms per request at batch 1
     dms = float(recall["decision_ms_per_stage"])
-    hot = hot_decision_s(model, model.take(test_requests, np.asarray([0])), recall_rule)
-    env = environment(threads, args.device)
-    summary = {
-        "workload": args.workload,
-        "quick": args.quick,
-        "measured_saving": float(recall["measured_saving"]),
-        "predicted_saving": float(recall["predicted_saving"]),
-        "saving_gap": float(recall["measured_saving"] - recall["predicted_saving"]),
+    below = by_batch.loc[by_batch.decision_overhead_fraction < 0.01, "batch_size"]
+    measured, predicted = float(recall["measured_saving"]), float(recall["predicted_saving"])
+    return {
+        "workload": su.args.workload,
+        "quick": su.args.quick,
+        "measured_saving": measured,
+        "predicted_saving": predicted,
+        "saving_gap": measured - predicted,
         # the replay's costs plus the measured decision time of every stage run (the full model
         # pays one: its last exit's probabilities): explains the gap where stages are tiny
         "predicted_saving_with_decision_time": 1.0
-        - ((1.0 - float(recall["predicted_saving"])) * full_trace_ms + float(recall["mean_stages_run"]) * dms)
+        - ((1.0 - predicted) * full_trace_ms + float(recall["mean_stages_run"]) * dms)
         / (full_trace_ms + dms),
         "decision_overhead_fraction": float(recall["decision_overhead_fraction"]),
-        "decision_ms_per_stage": float(recall["decision_ms_per_stage"]),
-        "decision_overhead_fraction_warm_cache": hot / float(stage_median.min()),
-        "decision_overhead_vs_mean_stage": float(recall["decision_ms_per_stage"])
-        / 1e3
-        / float(stage_median.mean()),
+        "decision_ms_per_stage": dms,
+        "decision_overhead_fraction_warm_cache": hot_s / float(stage_median.min()),
+        "decision_overhead_vs_mean_stage": dms / 1e3 / float(stage_median.mean()),
         "decision_overhead_fraction_by_batch_size": {
-            int(r.batch_size): float(r.decision_overhead_fraction) for r in by_batch.itertuples()
+            int(b): float(f)
+            for b, f in zip(by_batch["batch_size"], by_batch["decision_overhead_fraction"], strict=True)
         },
         "smallest_batch_size_below_1pct": int(below.min()) if len(below) else None,
         "recall_lam": float(recall["knob"]),
         "recall_accuracy": float(recall["accuracy"]),
         "full_accuracy": float(single_df.loc[single_df.policy == "full", "accuracy"].iloc[0]),
-        "target_fit_accuracy": target,
+        "target_fit_accuracy": su.target,
         "recall_agrees_with_replay": float(recall["agrees_with_replay"]),
         "cheapest_stage_ms": float(stage_median.min() * 1e3),
         "stage_compute_ms_batch1": [round(float(v) * 1e3, 4) for v in stage_median],
-        "trace_stage_cost_ms": [round(float(v), 4) for v in trace.cost],
-        "trace_timed_with_threads": trace.meta.get("env_torch_threads", "?"),
-        "n_fit": len(fit_rows),
-        "n_held_out": n,
-        "model_reused_from_cache": reused,
+        "trace_stage_cost_ms": [round(float(v), 4) for v in su.trace.cost],
+        "trace_timed_with_threads": su.trace.meta.get("env_torch_threads", "?"),
+        "n_fit": su.n_fit,
+        "n_held_out": su.n,
+        "model_reused_from_cache": su.reused,
         "knob_choice": f"least replayed mean cost on the fit split reaching the last exit's fit accuracy "
-        f"minus {args.delta} point(s)",
+        f"minus {su.args.delta} point(s)",
         "targets_met": {
-            "saving_within_0.10": bool(abs(recall["measured_saving"] - recall["predicted_saving"]) <= 0.10),
+            "saving_within_0.10": bool(abs(measured - predicted) <= 0.10),
             "overhead_below_1pct": bool(recall["decision_overhead_fraction"] < 0.01),
         },
+    }
+
+
+def print_tables(tables: dict[str, pd.DataFrame]) -> None:
+    pd.set_option("display.width", 200)
+    columns = {
+        "batch1": ["policy", "knob", "accuracy", "p50_ms", "p95_ms", "mean_ms", "measured_saving",
+                   "predicted_saving", "agrees_with_replay", "decision_overhead_fraction"],
+        "batched": ["policy", "accuracy", "p50_ms", "p95_ms", "throughput_rps", "throughput_gain",
+                    "agrees_with_replay"],
+        "overhead": list(tables["overhead"].columns),
+        "load": ["loop", "policy", "rate_multiple", "offered_rate", "p50_ms", "p95_ms", "throughput"],
+    }  # fmt: skip
+    for name, cols in columns.items():
+        print(tables[name][cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    su = prepare(args)
+    single_df, stage_median = batch1_table(su)
+    batch_df = batched_table(su)
+    full_mean_s = float(single_df.loc[single_df.policy == "full", "mean_ms"].iloc[0]) / 1e3
+    load_df = load_table(su, capacity=1.0 / full_mean_s)
+    recall_rule = next(c.rule for c in su.choices if c.name == "recall")
+    by_batch = overhead_by_batch_size(su.model, su.requests, su.n, recall_rule)
+    hot = hot_decision_s(su.model, su.model.take(su.requests, np.asarray([0])), recall_rule)
+    env = environment(args.threads, args.device)
+    summary = {
+        **summarise(su, single_df, stage_median, by_batch, hot),
         **{f"env_{k}": v for k, v in env.items()},
     }
+
     out = Path(args.out)
     version = torch.__version__.split("+")[0]
-    tag = f"{args.workload}-{args.device}-pt{version}-t{threads}{'-quick' if args.quick else ''}"
-    write_csv(single_df.assign(**env), out / f"serving-batch1-{tag}.csv")
-    write_csv(batch_df.assign(**env), out / f"serving-batched-{tag}.csv")
-    write_csv(load_df.assign(**env), out / f"serving-load-{tag}.csv")
-    write_csv(by_batch.assign(workload=args.workload, **env), out / f"serving-overhead-{tag}.csv")
+    tag = f"{args.workload}-{args.device}-pt{version}-t{args.threads}{'-quick' if args.quick else ''}"
+    tables = {"batch1": single_df, "batched": batch_df, "overhead": by_batch, "load": load_df}
+    for name, frame in tables.items():
+        extra = {"workload": args.workload} if name == "overhead" else {}
+        write_csv(frame.assign(**extra, **env), out / f"serving-{name}-{tag}.csv")
     atomic_write_bytes(out / f"serving-summary-{tag}.json", (json.dumps(summary, indent=2) + "\n").encode())
-
-    pd.set_option("display.width", 200)
-    cols = ["policy", "knob", "accuracy", "p50_ms", "p95_ms", "mean_ms", "measured_saving",
-            "predicted_saving", "agrees_with_replay", "decision_overhead_fraction"]  # fmt: skip
-    print(single_df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    batch_cols = ["policy", "accuracy", "p50_ms", "p95_ms", "throughput_rps", "throughput_gain",
-                  "agrees_with_replay"]  # fmt: skip
-    print(batch_df[batch_cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(by_batch.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    load_cols = ["loop", "policy", "rate_multiple", "offered_rate", "p50_ms", "p95_ms", "throughput"]
-    print(load_df[load_cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(
-        json.dumps(
-            {k: v for k, v in summary.items() if not k.startswith("env_")} | {"env_torch_threads": threads}
-        )
-    )
+    print_tables(tables)
+    headline = {k: v for k, v in summary.items() if not k.startswith("env_")}
+    print(json.dumps(headline | {"env_torch_threads": args.threads}))
     return summary
 
 

@@ -32,6 +32,7 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +155,8 @@ def band_share(chain: Chain, lam: float) -> float:
 def banded(chain: Chain, lams: tuple[float, ...], repeats: int) -> list[dict[str, float]]:
     rows = []
     for lam in lams:
-        dense = median_time(lambda lam=lam: solve_recall(chain, lam), repeats)
-        band = median_time(lambda lam=lam: solve_recall(chain, lam, method="banded"), repeats)
+        dense = median_time(partial(solve_recall, chain, lam), repeats)
+        band = median_time(partial(solve_recall, chain, lam, method="banded"), repeats)
         rows.append({"lam": lam, "band_share": band_share(chain, lam), "dense_s": dense, "banded_s": band,
                      "banded_over_dense": band / dense})  # fmt: skip
     return rows
@@ -173,7 +174,7 @@ def torch_rows(chain: Chain, device: str, repeats: int) -> list[dict[str, Any]]:
     rows = []
     for dtype in (torch.float64, torch.float32):
         solve_recall_torch(chain, 0.5, device, dtype)  # warm-up (CUDA context, kernels)
-        seconds = median_time(lambda dtype=dtype: solve_recall_torch(chain, 0.5, device, dtype), repeats)
+        seconds = median_time(partial(solve_recall_torch, chain, 0.5, device, dtype), repeats)
         value = solve_recall_torch(chain, lams, device, dtype).value
         rows.append({"device": device, "dtype": str(dtype).removeprefix("torch."), "seconds": seconds,
                      "max_rel_error": float(np.max(np.abs(value - exact) / np.abs(exact)))})  # fmt: skip

@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 echo "== ruff" && ruff check . || exit 1
-echo "== mypy" && mypy || exit 1
+echo "== mypy" && mypy && mypy scripts || exit 1
 echo "== pytest"
 WANDB_MODE=disabled WANDB_SILENT=true python -m pytest -q "$@"
 rc=$?

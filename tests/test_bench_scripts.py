@@ -69,3 +69,31 @@ def test_bench_aggregation_quick(tmp_path: Path) -> None:
     for q, gap in result["gap_at_q"].items():
         assert gap == pytest.approx(float(table.loc[table["q"] == int(q), "gap"].max()))
     assert np.isfinite(result["exact_seconds"])
+
+
+def test_bench_serving_digits_tiny(tmp_path: Path) -> None:
+    """Trains the digits model into a fresh cache, serves 60 held-out requests in every mode and
+    both load loops; every served decision equals the replay's."""
+    import pandas as pd
+
+    out = tmp_path / "serving"
+    result, _ = run_script("bench_serving.py", "--workload", "digits", "--quick", "--max-requests", "60",
+                              "--rates", "4", "--load-requests", "40", "--cache-dir", str(tmp_path / "cache"),
+                              "--out", str(out))  # fmt: skip
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) == 5 and all(f.endswith("-quick.csv") or f.endswith("-quick.json") for f in files)
+    tag = files[0].removeprefix("serving-batch1-").removesuffix(".csv")
+    summary = json.loads((out / f"serving-summary-{tag}.json").read_text())
+    assert {k: v for k, v in summary.items() if not k.startswith("env_")} == {
+        k: v for k, v in result.items() if not k.startswith("env_")
+    }
+    assert summary["recall_agrees_with_replay"] == 1.0 and summary["n_held_out"] == 60
+    assert 0.0 < summary["predicted_saving"] < 1.0 and summary["decision_overhead_fraction"] > 0.0
+    load = pd.read_csv(out / f"serving-load-{tag}.csv")
+    assert set(load["loop"]) == {"batch", "stagewise"} and len(load) == 2 * 4
+    assert (load["agrees_with_replay"] == 1.0).all() and (load["n_requests"] == 40).all()
+    for name in ("batch1", "batched"):
+        assert (pd.read_csv(out / f"serving-{name}-{tag}.csv")["agrees_with_replay"] == 1.0).all()
+    overhead = pd.read_csv(out / f"serving-overhead-{tag}.csv")
+    assert list(overhead["batch_size"]) == [1, 4, 16, 64, 256]
+    assert sorted(summary["decision_overhead_fraction_by_batch_size"]) == ["1", "16", "256", "4", "64"]
