@@ -9,7 +9,9 @@ over reference time (one ``lam``). Also measured:
 
 - peak memory of one solve (``tracemalloc``, which sees numpy's buffers) over the size of one
   stage's value table (``L x G x K`` float64);
-- ``lambda_batch_speedup``: 64 ``lam`` values in one call against 64 separate calls;
+- ``lambda_batch_speedup``: 64 ``lam`` values in one call against 64 separate calls, and
+  ``lambda_batch_ceiling``: the 64 separate calls against the products alone of 64 ``lam``
+  (the most any method that does each ``lam``'s own products could gain by batching);
 - the per-stage-support case (every stage with its own ``K`` values, ``G ~ n K``): the dense
   solver on the whole grid and on the reachable rows only (``rows="reachable"``), against the
   shared-support time;
@@ -107,16 +109,29 @@ def dense_row(chain: Chain, repeats: int) -> dict[str, Any]:
 
 
 def lambda_batch(chain: Chain) -> dict[str, float]:
-    """64 ``lam`` in one call against 64 calls of one ``lam`` each (seconds, one run each)."""
+    """64 ``lam`` in one call against 64 calls of one ``lam`` each (seconds, one run each).
+
+    Also the floor of any method that does each ``lam``'s own ``n - 1`` products: 64 times the
+    products of one ``lam``, or of 8 ``lam`` stacked into one taller product (per ``lam``),
+    whichever BLAS runs faster; ``lambda_batch_ceiling`` = the 64 separate calls / that floor,
+    the most such a method could gain by batching."""
     lams = lambda_grid(N_BATCH, 1e-2, 1e4)
     batch = median_time(lambda: solve_recall(chain, lams), 1)
     separate = median_time(lambda: [solve_recall(chain, float(lam)) for lam in lams], 1)
     peak = peak_bytes(lambda: solve_recall(chain, lams))
+    rows, k, n = chain.support().size, chain.n_states[0], chain.n_stages
+    one = matmul_reference([rows] * (n - 1), k, 1)
+    stacked = matmul_reference([8 * rows] * (n - 1), k, 1) / 8
+    floor = N_BATCH * min(one, stacked)
     return {
         "batch_s": batch,
         "separate_s": separate,
         "lambda_batch_speedup": separate / batch,
         "batch_peak_over_table": peak / table_bytes(chain, N_BATCH),
+        "products_one_lam_s": one,
+        "products_per_lam_stacked8_s": stacked,
+        "products_floor_64_s": floor,
+        "lambda_batch_ceiling": separate / floor,
     }
 
 
@@ -247,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         "n": n_main,
         "ratio_solver_to_matmul": round(head["ratio_solver_to_matmul"], 3),
         "lambda_batch_speedup": round(batch["lambda_batch_speedup"], 3),
+        "lambda_batch_ceiling": round(batch["lambda_batch_ceiling"], 3),
         "peak_memory_over_table": round(head["peak_over_table"], 3),
         "batch_peak_memory_over_table": round(batch["batch_peak_over_table"], 3),
         "grid": grid_rows,
