@@ -16,7 +16,10 @@ over reference time (one ``lam``). Also measured:
   solver on the whole grid and on the reachable rows only (``rows="reachable"``), against the
   shared-support time;
 - the banded continuation (``method="banded"``, :mod:`ttamer.solvers.banded`) against the
-  dense one at a few ``lam``, with the band's share of the table.
+  dense one at a few ``lam``, with the band's share of the table;
+- the torch backend (``--torch-device``) in float64 and float32: one ``lam``'s time, the error
+  against numpy, and its own 64-``lam`` batch speed-up (where per-call fixed costs such as
+  kernel launches and copies to the device dominate, batching pays).
 
     python scripts/bench_solver.py --quick            # K = 1000, n = 12 (about 2 minutes)
     python scripts/bench_solver.py --out results/bench_solver.json   # the full grid
@@ -33,7 +36,7 @@ import platform
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,12 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def call_all(calls: Sequence[Callable[[], object]]) -> None:
+    """Call every function of ``calls`` in turn."""
+    for call in calls:
+        call()
 
 
 def matmul_reference(row_counts: list[int], k: int, repeats: int) -> float:
@@ -117,7 +126,7 @@ def lambda_batch(chain: Chain) -> dict[str, float]:
     the most such a method could gain by batching."""
     lams = lambda_grid(N_BATCH, 1e-2, 1e4)
     batch = median_time(lambda: solve_recall(chain, lams), 1)
-    separate = median_time(lambda: [solve_recall(chain, float(lam)) for lam in lams], 1)
+    separate = median_time(partial(call_all, [partial(solve_recall, chain, float(v)) for v in lams]), 1)
     peak = peak_bytes(lambda: solve_recall(chain, lams))
     rows, k, n = chain.support().size, chain.n_states[0], chain.n_stages
     one = matmul_reference([rows] * (n - 1), k, 1)
@@ -187,12 +196,18 @@ def torch_rows(chain: Chain, device: str, repeats: int) -> list[dict[str, Any]]:
     lams = lambda_grid(8, 1e-2, 1e4)
     exact = solve_recall(chain, lams).value
     rows = []
+    sweep = lambda_grid(N_BATCH, 1e-2, 1e4)
     for dtype in (torch.float64, torch.float32):
         solve_recall_torch(chain, 0.5, device, dtype)  # warm-up (CUDA context, kernels)
         seconds = median_time(partial(solve_recall_torch, chain, 0.5, device, dtype), repeats)
         value = solve_recall_torch(chain, lams, device, dtype).value
+        batch = median_time(partial(solve_recall_torch, chain, sweep, device, dtype), 1)
+        one_by_one = [partial(solve_recall_torch, chain, float(v), device, dtype) for v in sweep]
+        separate = median_time(partial(call_all, one_by_one), 1)
         rows.append({"device": device, "dtype": str(dtype).removeprefix("torch."), "seconds": seconds,
-                     "max_rel_error": float(np.max(np.abs(value - exact) / np.abs(exact)))})  # fmt: skip
+                     "max_rel_error": float(np.max(np.abs(value - exact) / np.abs(exact))),
+                     "lambda_batch_s": batch, "lambda_separate_s": separate,
+                     "lambda_batch_speedup": separate / batch})  # fmt: skip
     return rows
 
 

@@ -41,6 +41,12 @@ def test_bench_solver_tiny(tmp_path: Path) -> None:
     f64, f32 = result["torch"]
     assert f64["dtype"] == "float64" and f64["max_rel_error"] < 1e-12
     assert f32["dtype"] == "float32" and f32["max_rel_error"] < 1e-4
+    for row in (f64, f32):
+        assert row["lambda_batch_speedup"] == pytest.approx(row["lambda_separate_s"] / row["lambda_batch_s"])
+    assert batch["lambda_batch_ceiling"] == pytest.approx(batch["separate_s"] / batch["products_floor_64_s"])
+    assert batch["products_floor_64_s"] == pytest.approx(
+        64 * min(batch["products_one_lam_s"], batch["products_per_lam_stacked8_s"])
+    )
     assert "dense recall solver" in text
 
 
