@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from ttamer.serving.decide import DecisionRule, Memory
@@ -191,6 +192,7 @@ def _pop_batch(model: StagedModel, queue: list[_Group], max_batch: int) -> list[
     return taken
 
 
+@torch.inference_mode()
 def run_load_stagewise(
     model: StagedModel,
     requests: Any,
