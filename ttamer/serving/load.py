@@ -145,17 +145,10 @@ class _Group:
     state: Any
     memory: Memory
 
-    def split(self, model: StagedModel, k: int) -> tuple[_Group, _Group]:
-        """The first ``k`` requests and the others."""
-        head, tail = np.arange(k), np.arange(k, len(self.ids))
-        if self.state is None:
-            return _Group(self.ids[:k], None, self.memory.take(head)), _Group(
-                self.ids[k:], None, self.memory.take(tail)
-            )
-        return (
-            _Group(self.ids[:k], model.take(self.state, head), self.memory.take(head)),
-            _Group(self.ids[k:], model.take(self.state, tail), self.memory.take(tail)),
-        )
+    def take(self, model: StagedModel, rows: NDArray[np.intp]) -> _Group:
+        """The requests ``rows`` of this group."""
+        state = None if self.state is None else model.take(self.state, rows)
+        return _Group(self.ids[rows], state, self.memory.take(rows))
 
 
 def _next_stage(
@@ -184,9 +177,9 @@ def _pop_batch(model: StagedModel, queue: list[_Group], max_batch: int) -> list[
     room = max_batch
     while queue and room:
         g = queue.pop(0)
-        if len(g.ids) > room:
-            g, rest = g.split(model, room)
-            queue.insert(0, rest)
+        if len(g.ids) > room:  # split: the first ``room`` requests go now
+            queue.insert(0, g.take(model, np.arange(room, len(g.ids))))
+            g = g.take(model, np.arange(room))
         taken.append(g)
         room -= len(g.ids)
     return taken
@@ -226,7 +219,7 @@ def run_load_stagewise(
             continue
         i = _next_stage(queues, arrivals, now, max_batch, max_wait_s)
         groups = _pop_batch(model, queues[i], max_batch)
-        ids = groups[0].ids if len(groups) == 1 else np.concatenate([g.ids for g in groups])
+        ids = np.concatenate([g.ids for g in groups])
         if i == 0:
             state = model.take(requests, ids)
         else:

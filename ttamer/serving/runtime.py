@@ -251,11 +251,10 @@ def run_stage(
         none = np.zeros(n, dtype=bool)
         return StageStep(state, memory, none, np.full(n, i), None, t1, StageRecord(i, n, t1 - t0, 0.0))
     if fast and n == 1:
-        probs1 = one_row_probabilities(model)(output)
         scalars = memory.row(0)
-        halt1, ret1 = rule.step1(i, probs1, scalars)
+        halt1, ret1, pred1 = decide1(model, rule, i, output, scalars)
         memory.set_row(0, scalars)
-        halt, ret, pred = np.array([halt1]), np.array([ret1]), np.array([argmax1(probs1)])
+        halt, ret, pred = np.array([halt1]), np.array([ret1]), np.array([pred1])
     else:
         probs = model.probabilities(output)
         halt, ret = rule.step(i, probs, memory)
@@ -326,6 +325,17 @@ def one_row_probabilities(model: StagedModel) -> Callable[[Any], list[float]]:
     return fast or (lambda output: model.probabilities(output)[0].tolist())
 
 
+def decide1(
+    model: StagedModel, rule: DecisionRule, i: int, output: Any, memory: dict[str, Any]
+) -> tuple[bool, int, int]:
+    """The decision after stage ``i`` for one request, on Python floats
+    (:meth:`DecisionRule.step1`; ``memory`` updated in place): (stop, returned stage, this
+    exit's prediction)."""
+    probs = one_row_probabilities(model)(output)
+    halt, ret = rule.step1(i, probs, memory)
+    return halt, ret, argmax1(probs)
+
+
 def serve_single(model: StagedModel, request: Any, rule: DecisionRule) -> Served:
     """:func:`serve` for one request: the decision on Python scalars."""
     records: list[StageRecord] = []
@@ -334,7 +344,6 @@ def serve_single(model: StagedModel, request: Any, rule: DecisionRule) -> Served
     full = isinstance(rule, FullModel)
     last = model.n_stages - 1
     clock = time.perf_counter
-    row_probs = one_row_probabilities(model)
     t_start = clock()
     state = request
     for i in range(model.n_stages):
@@ -344,9 +353,8 @@ def serve_single(model: StagedModel, request: Any, rule: DecisionRule) -> Served
         if full and i < last:
             records.append(StageRecord(i, 1, t1 - t0, 0.0))
             continue
-        probs = row_probs(output)
-        preds.append(argmax1(probs))
-        halt, ret = rule.step1(i, probs, memory)
+        halt, ret, pred_i = decide1(model, rule, i, output, memory)
+        preds.append(pred_i)
         t2 = clock()
         records.append(StageRecord(i, 1, t1 - t0, t2 - t1))
         if halt:

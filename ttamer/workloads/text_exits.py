@@ -268,8 +268,6 @@ def concat_hidden_states(parts: Sequence[HiddenState], segment: EmbedSegment) ->
     """Several batches' states between layers as one batch: right-padded to the longest, the
     attention mask prepared again for the merged padding mask as ``segment`` (the model's
     stage-1 segment) prepares it."""
-    if len(parts) == 1:
-        return parts[0]
     length = max(int(p.hidden.shape[1]) for p in parts)
     hidden = torch.cat([pad_columns(p.hidden, length) for p in parts])
     mask = torch.cat([pad_columns(p.mask, length) for p in parts])
