@@ -48,12 +48,18 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ttamer.calibration import CALIBRATION_COLUMNS, GAP_METRIC
 from ttamer.errors import FieldError
 from ttamer.fileio import atomic_write_bytes
 from ttamer.pareto import POINT_COLUMNS, SUMMARY_COLUMNS, check_points, reference_accuracy, summarise
 from ttamer.plotting import plot_lower_bound, plot_pareto, plot_ratio_distribution
 from ttamer.plotting_graphs import plot_stage_usage
-from ttamer.plotting_traces import CURVE_STYLE, plot_trace_pareto, stage_names_from_benchmark
+from ttamer.plotting_traces import (
+    CURVE_STYLE,
+    plot_calibration,
+    plot_trace_pareto,
+    stage_names_from_benchmark,
+)
 from ttamer.studies.graph_study import USAGE_COLUMNS
 
 DELTAS = (0.0, 1.0)
@@ -164,6 +170,7 @@ class TraceRun:
     n_test: int | None
     command: str | None
     usage: pd.DataFrame | None = None  # graph studies: <tag>_usage.csv
+    calibration: pd.DataFrame | None = None  # <tag>_calibration.csv, where the study wrote one
 
     @property
     def n_stages(self) -> int:
@@ -275,6 +282,8 @@ def load_trace_run(folder: Path, points_path: Path, root: Path, several: bool) -
     n_test = int(points["n_test"].max()) if "n_test" in points.columns else None
     usage_path = folder / f"{tag}_usage.csv"
     usage = read_csv(usage_path, USAGE_COLUMNS) if usage_path.is_file() else None
+    cal_path = folder / f"{tag}_calibration.csv"
+    calibration = read_csv(cal_path, CALIBRATION_COLUMNS) if cal_path.is_file() else None
     return TraceRun(
         folder=folder,
         key=key,
@@ -294,6 +303,7 @@ def load_trace_run(folder: Path, points_path: Path, root: Path, several: bool) -
         n_test=n_test,
         command=run_command(folder),
         usage=usage,
+        calibration=calibration,
     )
 
 
@@ -390,6 +400,8 @@ def summary_table(traces: Sequence[TraceRun]) -> pd.DataFrame:
                     row[f"saving_d{d:g}_{k}"] = v
             area = _estimate(stats, policy, "area")
             row["area_mean"], row["area_ci95_half"] = area["mean"], area["ci95_half"]
+            gap = _estimate(stats, policy, GAP_METRIC)
+            row["calibration_gap_mean"], row["calibration_gap_ci95_half"] = gap["mean"], gap["ci95_half"]
             row["n_splits"] = t.n_splits
             row["summary_source"] = t.summary_source
             rows.append(row)
@@ -429,6 +441,13 @@ def fmt_estimate(mean: float, half: float, reached: int | None = None, unreached
     return text + (f" ({unreached}/{total} unreached)" if unreached else "")
 
 
+def fmt_gap(mean: float, half: float) -> str:
+    """``+0.003 ± 0.002``; empty for policies without a fitted model."""
+    if not math.isfinite(mean):
+        return ""
+    return f"{mean:+.3f}" + (f" ± {half:.3f}" if math.isfinite(half) else "")
+
+
 def _ref_label(t: TraceRun) -> str:
     return f"{t.reference.replace('_', ' ')} ({t.reference_acc:.3f})"
 
@@ -444,10 +463,13 @@ def markdown(traces: Sequence[TraceRun], synthetic: Sequence[SyntheticRun], tabl
             'which the policy never reaches that accuracy, left out of the mean; "—": unreached on '
             "every split. Area = mean hull accuracy over normalised cost from the cheapest point to 1 "
             "(the full chain), counting 0 below a policy's cheapest point (so the oracle, one point, "
-            "scores low). Reference accuracy (mean over splits) in brackets.",
+            "scores low). Reference accuracy (mean over splits) in brackets. Calibration gap: for "
+            "policies with a fitted model, predicted minus realised accuracy of the answers returned "
+            "at the largest λ (mean ± 95% half-width over splits).",
             "",
-            "| workload | reference | policy | saving, δ = 0 | saving, δ = 1 | area under hull |",
-            "|---|---|---|---|---|---|",
+            "| workload | reference | policy | saving, δ = 0 | saving, δ = 1 | area under hull "
+            "| calibration gap |",
+            "|---|---|---|---|---|---|---|",
         ]
         by_key = {t.key: t for t in traces}
         last = None
@@ -469,6 +491,7 @@ def markdown(traces: Sequence[TraceRun], synthetic: Sequence[SyntheticRun], tabl
                     for d in DELTAS
                 ),
                 fmt_estimate(r["area_mean"], r["area_ci95_half"]),
+                fmt_gap(r["calibration_gap_mean"], r["calibration_gap_ci95_half"]),
             ]
             out.append("| " + " | ".join(cells) + " |")
         out += [
@@ -542,6 +565,11 @@ def _draw_usage(t: TraceRun, path: Path) -> Path:
     return plot_stage_usage(t.usage, t.points, path, t.key)
 
 
+def _draw_calibration(t: TraceRun, path: Path) -> Path:
+    assert t.calibration is not None
+    return plot_calibration(t.calibration, path, f"{t.key}: calibration")
+
+
 def _draw_table(plot: Plot, table: pd.DataFrame, path: Path) -> Path:
     return plot(table, path)
 
@@ -563,6 +591,10 @@ def make_figures(root: Path, out: Path, readme: Path | None) -> None:
         if t.usage is not None:
             source = t.folder / f"{t.tag}_usage.csv"
             jobs.append((target(f"fig_{t.key}_usage.png", t.folder), source, partial(_draw_usage, t)))
+        if t.calibration is not None and not t.calibration.empty:
+            source = t.folder / f"{t.tag}_calibration.csv"
+            path = target(f"fig_{t.key}_calibration.png", t.folder)
+            jobs.append((path, source, partial(_draw_calibration, t)))
     for s in synthetic:
         for fig, (name, plot) in SYNTHETIC_FIGURES.items():
             path = target(f"fig_{s.key}_{fig}.png", s.folder)

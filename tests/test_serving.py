@@ -15,10 +15,13 @@ from torch import nn
 
 from ttamer.fitting import FitConfig, fit_chain
 from ttamer.policies import EntropyPolicy, MaxSoftmaxPolicy, PatiencePolicy, ScoringContext
+from ttamer.policies.posterior import posterior_decisions
 from ttamer.policies.recall import recall_decisions
+from ttamer.posterior import PosteriorConfig, fit_posterior
 from ttamer.serving import (
     FullModel,
     PatienceRule,
+    PosteriorRule,
     RecallRule,
     ThresholdRule,
     TorchStages,
@@ -170,6 +173,34 @@ def test_recall_decisions_equal_the_trace_replay(config: FitConfig) -> None:
     assert (replay.returned != replay.stop).any()  # recall really returns earlier stages here
 
 
+@pytest.mark.parametrize("recall", [True, False])
+@pytest.mark.parametrize(
+    "config", [PosteriorConfig(n_bins=5, incumbent_bins=6), PosteriorConfig(score="entropy")]
+)
+def test_posterior_decisions_equal_the_trace_replay(config: PosteriorConfig, recall: bool) -> None:
+    x, y = data()
+    net = trained_net(seed=3)
+    tr = trace_of(net, x, y)
+    ctx = ScoringContext(tr.subset(np.arange(300)), tr.subset(np.arange(300, 600)))
+    pm = fit_posterior(ctx.fit, config)
+    lams = np.array([0.3, 0.8, 0.9, 0.95, 0.99, 0.999])
+    replay = posterior_decisions(pm, ctx, lams, recall)
+    model = TorchStages(net)
+    xt = x[300:]
+    for j, lam in enumerate(lams):
+        rule = PosteriorRule(pm, float(lam), recall)
+        for out in (
+            serve(model, xt, rule),
+            serve_in_batches(model, xt, len(xt), rule, 32)[0],
+            serve_one_by_one(model, [xt[k : k + 1] for k in range(len(xt))], rule)[0],
+        ):
+            np.testing.assert_array_equal(out.stop, replay.stop[j])
+            np.testing.assert_array_equal(out.returned, replay.returned[j])
+    assert (replay.stop < N_STAGES - 1).any()
+    if recall:
+        assert (replay.returned != replay.stop).any()  # earlier answers are really returned
+
+
 @pytest.mark.parametrize("config", [FitConfig(n_bins=5), FitConfig(n_bins=4, agreement=True)])
 def test_a_batch_shrunk_to_one_request_is_decided_on_floats_as_on_arrays(config: FitConfig) -> None:
     """Once a batch is down to one request, its later stages take the scalar decision (its
@@ -180,7 +211,8 @@ def test_a_batch_shrunk_to_one_request_is_decided_on_floats_as_on_arrays(config:
     model = TorchStages(net)
     xt = x[300:]
     single_runs = 0
-    for rule in (RecallRule(ctx.fitted, 0.9), PatienceRule(1, N_STAGES)):
+    pm = fit_posterior(ctx.fit, PosteriorConfig(n_bins=5, incumbent_bins=6))
+    for rule in (RecallRule(ctx.fitted, 0.9), PatienceRule(1, N_STAGES), PosteriorRule(pm, 0.9)):
         for k in range(0, 200, 2):
             fast, slow = serve(model, xt[k : k + 2], rule), serve(model, xt[k : k + 2], rule, fast=False)
             for field in ("stop", "returned", "pred"):

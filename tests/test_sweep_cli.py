@@ -30,6 +30,9 @@ EXPECTED_COLUMNS = [
     "split",
     "n_test",
     "cost_unit",
+    "predicted_accuracy",
+    "selected",
+    "target",
 ]
 
 

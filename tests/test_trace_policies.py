@@ -33,6 +33,9 @@ UNITS = 10  # probabilities are multiples of 1/UNITS: many exact ties in conf an
 NAMES = {
     "recall",
     "no_recall",
+    "posterior_recall",
+    "posterior_no_recall",
+    "auto",
     "max_softmax",
     "entropy",
     "patience",

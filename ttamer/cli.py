@@ -181,6 +181,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             seed=args.seed,
             fit_config=fit_config,
             progress=not args.no_progress,
+            target=args.target,
         )
         resolve_policies(config.policies)  # unknown names fail before any trace is read
     except FieldError as exc:
@@ -315,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Fit every policy on a fit split and score it on the disjoint test split of TRACE "
             "(R random splits), or fit on the separate trace FIT and score on all of TRACE. Writes "
             "one row per (split, policy, knob value) with the columns policy, knob, knob_name, "
-            "accuracy, error_rate, mean_cost, normalized_cost, split, n_test, cost_unit."
+            "accuracy, error_rate, mean_cost, normalized_cost, split, n_test, cost_unit, "
+            "predicted_accuracy, selected, target."
         ),
     )
     sweep.add_argument("trace", help="trace file (.npz) to score on")
@@ -340,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--agreement", action="store_true", help="add agreement with the previous stage to the state"
+    )
+    sweep.add_argument(
+        "--target",
+        choices=("label", "last_stage"),
+        default="label",
+        help="accuracy against the labels, or agreement with the last stage's prediction",
     )
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sweep.set_defaults(func=_cmd_sweep)

@@ -99,6 +99,7 @@ class FrugalmlSchema:
     fit_fraction: float = MISSING
     reference: str = MISSING  # best_stage | last_stage
     deltas: list[float] = MISSING
+    target: str = MISSING  # label | last_stage (agreement with the last stage)
     fit: FitSchema = MISSING
 
 
@@ -131,6 +132,7 @@ class DigitsSchema:
     fit_fraction: float = MISSING
     reference: str = MISSING
     deltas: list[float] = MISSING
+    target: str = MISSING  # label | last_stage (agreement with the last stage)
     fit: FitSchema = MISSING
 
 
@@ -168,6 +170,7 @@ class FashionMnistSchema:
     fit_fraction: float = MISSING
     reference: str = MISSING
     deltas: list[float] = MISSING
+    target: str = MISSING  # label | last_stage (agreement with the last stage)
     fit: FitSchema = MISSING
 
 
@@ -193,6 +196,7 @@ class Sst2MinilmSchema:
     fit_fraction: float = MISSING
     reference: str = MISSING
     deltas: list[float] = MISSING
+    target: str = MISSING  # label | last_stage (agreement with the last stage)
     fit: FitSchema = MISSING
 
 
@@ -224,6 +228,7 @@ class GlueHfSchema:
     fit_fraction: float = MISSING
     reference: str = MISSING
     deltas: list[float] = MISSING
+    target: str = MISSING  # label | last_stage (agreement with the last stage)
     fit: FitSchema = MISSING
 
 
@@ -268,6 +273,7 @@ class ImagenetTimmSchema:
     fit_fraction: float = MISSING
     reference: str = MISSING
     deltas: list[float] = MISSING
+    target: str = MISSING  # label | last_stage (agreement with the last stage)
     fit: FitSchema = MISSING
 
 
@@ -386,6 +392,7 @@ def register_configs() -> None:
 
 SCORES = ("max_softmax", "entropy", "margin")  # ttamer.traces.SCORES
 REFERENCES = ("best_stage", "last_stage")
+TARGETS = ("label", "last_stage")
 POOLINGS = ("auto", "mean", "last", "cls")  # ttamer.workloads.text_exits.POOLINGS
 VADER_CALIBRATIONS = ("logistic", "linear")
 IMAGENET_MODES = ("cascade", "exits")  # ttamer.workloads.imagenet_timm.MODES
@@ -468,6 +475,7 @@ def validate_config(cfg: DictConfig) -> None:
     if "fit" in w:
         _choice(w, "fit.score", SCORES, "workload.")
         _choice(w, "reference", REFERENCES, "workload.")
+        _choice(w, "target", TARGETS, "workload.")
     for key, allowed in WORKLOAD_CHOICES.get(name, {}).items():
         _choice(w, key, allowed, "workload.")
     if name == "synthetic":

@@ -427,8 +427,13 @@ def summarise(
 
     Columns: ``policy, metric, mean, std`` (ddof=1) ``, ci95_low, ci95_high`` (two-sided 95%
     Student-t interval with n-1 degrees of freedom; NaN for n < 2) ``, n_splits`` (splits with a
-    finite value, the ones used) ``, n_unreached`` (splits where the value is not finite)."""
+    finite value, the ones used) ``, n_unreached`` (splits where the value is not finite).
+    With a ``predicted_accuracy`` column, policies with a fitted model also get the metric
+    ``calibration_gap`` (:func:`ttamer.calibration.gap_at_largest_knob`)."""
+    from ttamer.calibration import gap_at_largest_knob
+
     per_split = split_metrics(points, reference, deltas, hi, static)
+    per_split = pd.concat([per_split, gap_at_largest_knob(points)], ignore_index=True)
     rows = []
     for (policy, metric), g in per_split.groupby(["policy", "metric"], sort=False):
         rows.append((policy, metric, *summary_stats(g["value"].to_numpy(dtype=np.float64))))

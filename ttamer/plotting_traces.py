@@ -19,6 +19,13 @@ from ttamer.plotting import new_figure, save_figure
 CURVE_STYLE: dict[str, dict[str, object]] = {
     "recall": {"label": "recall (T-Tamer index)", "color": "C0", "lw": 2.2},
     "no_recall": {"label": "no recall (optimal stopping)", "color": "C3", "lw": 1.6},
+    "posterior_recall": {
+        "label": "posterior recall (later stages revise errors)",
+        "color": "navy",
+        "lw": 2.4,
+    },
+    "posterior_no_recall": {"label": "posterior no recall", "color": "darkred", "lw": 1.6, "ls": "-."},
+    "auto": {"label": "auto (policy chosen by cross-validation)", "color": "0.2", "lw": 1.2, "ls": ":"},
     "max_softmax": {"label": "one max-softmax threshold", "color": "C2", "lw": 1.6},
     "entropy": {"label": "one entropy threshold", "color": "C8", "lw": 1.3},
     "patience": {"label": "patience (K agreements)", "color": "C5", "lw": 1.3},
@@ -124,4 +131,34 @@ def plot_trace_pareto(
     fig.suptitle(
         f"lines: mean upper hull over {n_splits} random fit/test splits; bands: ±1 std", fontsize=9, y=0.005
     )
+    return save_figure(fig, path)
+
+
+def plot_calibration(table: pd.DataFrame, path: str | os.PathLike[str], title: str) -> Path:
+    """Predicted (dashed) and realised (solid) accuracy of every policy with a fitted model
+    against its trade-off weight lam (log-odds axis), from a calibration table
+    (:func:`ttamer.calibration.calibration_table`); the right panel shows the gap."""
+    fig, axes = new_figure(1, 2, figsize=(13.5, 5.0))
+    left, right = axes[0]
+    for policy, rows in table.groupby("policy", sort=False):
+        rows = rows[(rows["knob"] > 0) & (rows["knob"] < 1)].sort_values("knob")
+        style = CURVE_STYLE.get(str(policy), {"label": str(policy), "color": "k"})
+        odds = rows["knob"] / (1.0 - rows["knob"])
+        color, label = style["color"], style["label"]
+        left.plot(odds, rows["accuracy"], color=color, lw=1.6, label=f"{label}: realised")
+        left.plot(
+            odds, rows["predicted_accuracy"], color=color, lw=1.2, ls="--", label="  predicted by its model"
+        )
+        right.plot(odds, rows["gap"], color=color, lw=1.6, label=str(label))
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("trade-off odds lam / (1 - lam) (larger: accuracy weighs more than cost)")
+        ax.grid(alpha=0.3)
+    left.set_ylabel("accuracy on the test split (fraction, mean over splits)")
+    left.set_title(title)
+    left.legend(fontsize=7, loc="lower right")
+    right.axhline(0.0, color="0.4", lw=1)
+    right.set_ylabel("predicted - realised accuracy (fraction)")
+    right.set_title("winner's curse: how far each model over-promises")
+    right.legend(fontsize=7)
     return save_figure(fig, path)

@@ -38,7 +38,7 @@ from ttamer.importers import import_frugalml
 from ttamer.logging_wandb import ExperimentLogger, LoggerConfig
 from ttamer.plotting import plot_lower_bound, plot_pareto, plot_ratio_distribution
 from ttamer.plotting_graphs import plot_stage_usage
-from ttamer.plotting_traces import plot_trace_pareto
+from ttamer.plotting_traces import plot_calibration, plot_trace_pareto
 from ttamer.studies.graph_study import GraphStudyConfig, run_graph_study
 from ttamer.studies.synthetic_study import (
     SyntheticStudyConfig,
@@ -140,6 +140,8 @@ def trace_study_config(cfg: DictConfig) -> TraceStudyConfig:
         seed=int(cfg.seed),
         fit_config=fit,
         progress=bool(cfg.get("progress", True)),
+        target=str(w.target),
+        reference=str(w.reference),
     )
     reference = str(w.reference)
     if reference not in ("best_stage", "last_stage"):
@@ -151,18 +153,24 @@ def run_trace_workload(
     trace: Trace, tag: str, cfg: DictConfig, out: Path, tracker: ExperimentLogger
 ) -> dict[str, float]:
     """Sweep every policy on ``trace``; write ``<tag>_points.csv``, ``<tag>_summary.csv``,
-    ``<tag>_hulls.csv`` and ``fig_<tag>.png``; return headline metrics. With a graph
+    ``<tag>_hulls.csv``, ``<tag>_calibration.csv``, ``fig_<tag>.png`` and
+    ``fig_<tag>_calibration.png``; return headline metrics. With a graph
     ``structure`` (skip, tree), the graph study instead, tagged ``<tag>_<structure>``."""
+    if str(cfg.workload.target) == "last_stage":  # agreement with the backbone: its own files
+        tag = f"{tag}_agreement"
     if str(cfg.structure.name) != "chain":
         return run_graph_workload(trace, f"{tag}_{cfg.structure.name}", cfg, out, tracker)
     result = run_trace_study(trace, trace_study_config(cfg))
-    for key in ("points", "summary", "hulls"):
+    for key in ("points", "summary", "hulls", "calibration"):
         table = getattr(result, key)
         write_csv(table, out / f"{tag}_{key}.csv")
         tracker.log_table(f"tables/{key}", table)
     title = f"{tag}: {trace.n_samples} samples, {trace.n_stages} stages"
     fig = plot_trace_pareto(result.points, out / f"fig_{tag}.png", title, trace.cost_unit, trace.stage_names)
     tracker.log_image("figures/pareto", fig)
+    if not result.calibration.empty:
+        cal = plot_calibration(result.calibration, out / f"fig_{tag}_calibration.png", f"{tag}: calibration")
+        tracker.log_image("figures/calibration", cal)
     return _log_summary(result.summary, tag, tracker)
 
 
@@ -233,7 +241,16 @@ def run_frugalml(cfg: DictConfig, out: Path, tracker: ExperimentLogger) -> dict[
 
 
 # workload fields that do not change the trace (caching, and how the trace is then studied)
-NOT_IN_TRACE_KEY = ("cache_dir", "recompute", "n_splits", "fit_fraction", "reference", "deltas", "fit")
+NOT_IN_TRACE_KEY = (
+    "cache_dir",
+    "recompute",
+    "n_splits",
+    "fit_fraction",
+    "reference",
+    "deltas",
+    "target",
+    "fit",
+)
 
 
 def run_model_workload(cfg: DictConfig, out: Path, tracker: ExperimentLogger) -> dict[str, float]:

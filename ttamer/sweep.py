@@ -18,14 +18,25 @@ One row per (split, policy, knob value):
 ``split``          the split index (0 with a fit trace)
 ``n_test``         test samples
 ``cost_unit``      the trace's cost unit
+``predicted_accuracy`` for a policy with a fitted model (recall, no_recall, the posterior
+                   policies), 1 - the model's mean estimated error of the answers it returned
+                   on the test split; empty (NaN) for the others
+``selected``       what cross-validation on the fit split chose (hyper-parameters, or for
+                   ``auto`` the policy); empty when nothing was chosen
+``target``         what accuracy is measured against: ``label`` (the ground truth) or
+                   ``last_stage`` (agreement with the last stage's prediction)
 ================== ===========================================================================
+
+With ``target="last_stage"`` the trace's labels are replaced by its last stage's predictions
+before anything is fitted or scored: accuracy is then agreement with the full backbone, as
+early-exit serving papers (Apparate, most likely T-Tamer) measure it.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,11 +61,18 @@ COLUMNS = (
     "split",
     "n_test",
     "cost_unit",
+    "predicted_accuracy",
+    "selected",
+    "target",
 )
+
+TARGETS = ("label", "last_stage")
 
 DEFAULT_POLICIES = (
     "recall",
     "no_recall",
+    "posterior_recall",
+    "posterior_no_recall",
     "max_softmax",
     "entropy",
     "patience",
@@ -62,6 +80,7 @@ DEFAULT_POLICIES = (
     "threshold_with_recall",
     "static",
     "oracle",
+    "auto",
 )
 
 
@@ -72,7 +91,10 @@ class SweepConfig:
     ``policies``: registry names (:data:`ttamer.policies.POLICIES`) or policy objects.
     ``n_splits``: random fit/test splits (ignored when a fit trace is given).
     ``fit_fraction``: share of the samples in each fit split. ``seed``: the splits' seed.
-    ``fit_config``: how the chain is fitted. ``progress``: show a progress bar (only on a TTY)."""
+    ``fit_config``: how the chain is fitted. ``progress``: show a progress bar (only on a TTY).
+    ``target``: ``label`` or ``last_stage`` (accuracy as agreement with the last stage).
+    ``reference``: the accuracy savings are read at (``best_stage`` or ``last_stage``), which
+    policies that cross-validate on the fit split aim at too."""
 
     policies: tuple[str | TracePolicy, ...] = DEFAULT_POLICIES
     n_splits: int = 5
@@ -80,8 +102,14 @@ class SweepConfig:
     seed: int = 0
     fit_config: FitConfig = field(default_factory=FitConfig)
     progress: bool = True
+    target: str = "label"
+    reference: str = "best_stage"
 
     def __post_init__(self) -> None:
+        if self.reference not in ("best_stage", "last_stage"):
+            raise FieldError("reference", f"must be best_stage or last_stage, got {self.reference!r}")
+        if self.target not in TARGETS:
+            raise FieldError("target", f"must be one of {TARGETS}, got {self.target!r}")
         if isinstance(self.policies, str):
             raise FieldError("policies", "must be a sequence of policy names, not one string")
         object.__setattr__(self, "policies", tuple(self.policies))
@@ -121,6 +149,8 @@ def run_sweep(
     from tqdm import tqdm
 
     policies = resolve_policies(config.policies)
+    trace = retarget(trace, config.target)
+    fit_trace = None if fit_trace is None else retarget(fit_trace, config.target)
     if fit_trace is not None:
         if fit_trace.n_stages != trace.n_stages:
             raise TraceError(
@@ -146,12 +176,14 @@ def run_sweep(
     with tqdm(total=n_splits * len(policies), desc="sweep", unit="policy", disable=not show) as bar:
         for r in range(n_splits):
             fit, test = split(r)
-            ctx = ScoringContext(fit, test, config.fit_config)
+            ctx = ScoringContext(fit, test, config.fit_config, reference=config.reference)
             for policy in policies:
                 bar.set_postfix_str(f"split {r} {policy.name}", refresh=False)
                 decisions = policy.decide(ctx)
                 _check_decisions(decisions, policy, test)
-                block = points_block(policy.name, policy.knob_name, score_decisions(decisions, test), r, test)
+                scores = score_decisions(decisions, test)
+                est, chosen = decisions.estimated_error, decisions.selected
+                block = points_block(policy.name, policy.knob_name, scores, r, test, est, chosen)
                 blocks.append(block)
                 if on_result is not None:
                     on_result(block)
@@ -161,10 +193,18 @@ def run_sweep(
 
 
 def points_block(
-    policy: str, knob_name: str, scores: Scores, split: int, test: Trace
+    policy: str,
+    knob_name: str,
+    scores: Scores,
+    split: int,
+    test: Trace,
+    estimated_error: NDArray[np.float64] | None = None,
+    selected: str = "",
 ) -> dict[str, NDArray[np.generic]]:
-    """One policy's rows of the points table (:data:`COLUMNS`), one per knob value."""
+    """One policy's rows of the points table (:data:`COLUMNS`), one per knob value;
+    ``estimated_error`` (M,) gives ``predicted_accuracy`` (NaN without it)."""
     m = scores.knobs.size
+    est = np.full(m, np.nan) if estimated_error is None else np.asarray(estimated_error, dtype=np.float64)
     return {
         "policy": np.full(m, policy, dtype=object),
         "knob": np.asarray(scores.knobs, dtype=np.float64),
@@ -176,7 +216,17 @@ def points_block(
         "split": np.full(m, split, dtype=np.int64),
         "n_test": np.full(m, test.n_samples, dtype=np.int64),
         "cost_unit": np.full(m, test.cost_unit, dtype=object),
+        "predicted_accuracy": 1.0 - est,
+        "selected": np.full(m, selected, dtype=object),
+        "target": np.full(m, test.meta.get("target", "label"), dtype=object),
     }
+
+
+def retarget(trace: Trace, target: str) -> Trace:
+    """``trace`` with labels replaced by the last stage's predictions for ``last_stage``."""
+    if target == "label":
+        return trace
+    return replace(trace, labels=trace.pred[:, -1].copy(), meta={**trace.meta, "target": target})
 
 
 def _check_decisions(d: Decisions, policy: TracePolicy, test: Trace) -> None:

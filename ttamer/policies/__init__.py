@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ttamer.errors import FieldError
+from ttamer.policies.auto import AutoPolicy
 from ttamer.policies.base import Decisions, Scores, ScoringContext, TracePolicy, first_true, score_decisions
 from ttamer.policies.entropy import EntropyPolicy
 from ttamer.policies.max_softmax import MaxSoftmaxPolicy
@@ -18,6 +19,7 @@ from ttamer.policies.no_recall import NoRecallPolicy
 from ttamer.policies.oracle import OraclePolicy
 from ttamer.policies.patience import PatiencePolicy
 from ttamer.policies.per_stage_threshold import PerStageThresholdPolicy
+from ttamer.policies.posterior import PosteriorNoRecallPolicy, PosteriorRecallPolicy
 from ttamer.policies.recall import RecallPolicy
 from ttamer.policies.static import StaticPolicy
 from ttamer.policies.threshold_with_recall import ThresholdWithRecallPolicy
@@ -25,6 +27,8 @@ from ttamer.policies.threshold_with_recall import ThresholdWithRecallPolicy
 POLICIES: dict[str, Callable[..., TracePolicy]] = {
     "recall": RecallPolicy,
     "no_recall": NoRecallPolicy,
+    "posterior_recall": PosteriorRecallPolicy,
+    "posterior_no_recall": PosteriorNoRecallPolicy,
     "max_softmax": MaxSoftmaxPolicy,
     "entropy": EntropyPolicy,
     "patience": PatiencePolicy,
@@ -32,6 +36,7 @@ POLICIES: dict[str, Callable[..., TracePolicy]] = {
     "threshold_with_recall": ThresholdWithRecallPolicy,
     "static": StaticPolicy,
     "oracle": OraclePolicy,
+    "auto": AutoPolicy,
 }
 
 
@@ -47,6 +52,7 @@ def make_policy(name: str, **params: Any) -> TracePolicy:
 
 __all__ = [
     "POLICIES",
+    "AutoPolicy",
     "Decisions",
     "EntropyPolicy",
     "MaxSoftmaxPolicy",
@@ -54,6 +60,8 @@ __all__ = [
     "OraclePolicy",
     "PatiencePolicy",
     "PerStageThresholdPolicy",
+    "PosteriorNoRecallPolicy",
+    "PosteriorRecallPolicy",
     "RecallPolicy",
     "Scores",
     "ScoringContext",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,11 +27,18 @@ SCORE_BLOCK = 1 << 22  # (knob, sample) pairs scored at once
 
 @dataclass(frozen=True)
 class Decisions:
-    """``knobs``: (M,); ``stop`` and ``returned``: (M, N) 0-based stage indices."""
+    """``knobs``: (M,); ``stop`` and ``returned``: (M, N) 0-based stage indices.
+
+    ``estimated_error``: (M,) for a policy with a fitted model, the model's mean estimated
+    error probability of the answers it returned on the test samples (None otherwise).
+    ``selected``: what cross-validation on the fit split chose, e.g. hyper-parameters ("" if
+    nothing was chosen)."""
 
     knobs: FloatArray
     stop: IntArray
     returned: IntArray
+    estimated_error: FloatArray | None = None
+    selected: str = ""
 
 
 @dataclass
@@ -41,6 +48,10 @@ class ScoringContext:
     fit: Trace
     test: Trace
     fit_config: FitConfig = field(default_factory=FitConfig)
+    reference: str = "best_stage"
+    """The accuracy the study reads savings at (``best_stage`` or ``last_stage``)."""
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Results shared by the policies scored on this context (fitted models, CV folds)."""
 
     @cached_property
     def fitted(self) -> FittedChain:
@@ -59,6 +70,19 @@ class TracePolicy(Protocol):
     knob_name: str
 
     def decide(self, ctx: ScoringContext) -> Decisions: ...
+
+
+def mean_at(table: FloatArray, stage: IntArray) -> FloatArray:
+    """``table`` (N, n) per-sample values at every stage; ``stage`` (M, N) one stage per knob
+    and sample -> (M,) the mean over samples of the value at that stage, a few knob values at
+    a time (about :data:`SCORE_BLOCK` pairs)."""
+    n_samples, m = table.shape[0], stage.shape[0]
+    rows = np.arange(n_samples)[None, :]
+    out = np.empty(m, dtype=np.float64)
+    step = max(1, SCORE_BLOCK // max(n_samples, 1))
+    for a in range(0, m, step):
+        out[a : a + step] = table[rows, stage[a : a + step]].mean(axis=1)
+    return out
 
 
 def first_true(cond: NDArray[np.bool_]) -> IntArray:

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ttamer.chain import Chain
-from ttamer.policies.base import Decisions, ScoringContext
+from ttamer.policies.base import Decisions, ScoringContext, mean_at
 from ttamer.policies.grids import LambdaSweep
 from ttamer.policies.stopping import leading_no_exit, running_argmin, sample_blocks
 from ttamer.solvers.recall import solve_recall
@@ -100,7 +100,7 @@ def recall_decisions(chain: Chain, states: IntArray, lams: FloatArray) -> Decisi
         count = leading_no_exit(n_lams, b - a, n, exits)  # (w, L): the stop stage
         stop[:, a:b] = count.T
         returned[:, a:b] = np.take_along_axis(best_stage, count, axis=1).T
-    return Decisions(lams, stop, returned)
+    return Decisions(lams, stop, returned, mean_at(state_losses(chain, states), returned))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ The rules replicate the trace replay of :mod:`ttamer.policies` decision for deci
   the fit samples (the :class:`~ttamer.fitting.FittedChain` edges, plus agreement with the
   previous prediction when the chain was fitted with it); stop iff ``lam * best <= index[i][s]``
   with ``best`` the smallest fitted loss so far; return the stage of ``best`` (earliest on ties);
+* :class:`PosteriorRule`: the posterior model's state (score bin, bin of the incumbent's
+  estimated error, agreement with the incumbent); stop iff the state lies in the optimal stop
+  set for ``lam``; return the answer of smaller estimated error (or, without recall, the stage);
 * :class:`ThresholdRule`: ``max_softmax`` (stop iff confidence ``>= t``) and ``entropy`` (stop
   iff entropy ``<= t`` nats), returning the stopping stage;
 * :class:`PatienceRule`: stop once the prediction equals the ``K`` previous ones;
@@ -31,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ttamer.fitting import FittedChain
+from ttamer.posterior import PosteriorModel, encode, solve_posterior
 from ttamer.solvers.recall import solve_recall
 from ttamer.traces import scores_from_probs
 
@@ -256,6 +260,85 @@ class RecallRule:
             memory["best"], memory["arg"] = loss, stage
         stop = stage == len(self._index1) - 1 or self.lam * memory["best"] <= self._index1[stage][state]
         return stop, memory["arg"]
+
+
+@dataclass
+class PosteriorRule:
+    """Optimal stopping on a posterior model (:mod:`ttamer.posterior`) for one ``lam``:
+    ``posterior_recall`` (``recall=True``, returns the answer of smaller estimated error) or
+    ``posterior_no_recall``. Per request it remembers the previous state, the incumbent's stage
+    and its predicted class; each stage bins the score, bins the incumbent's estimated error,
+    compares predictions, and looks the state up in the stop set."""
+
+    model: PosteriorModel
+    lam: float
+    recall: bool = True
+    stop_sets: tuple[BoolArray, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        sol = solve_posterior(self.model, np.asarray([self.lam], dtype=np.float64), self.recall)
+        self.stop_sets = tuple(np.asarray(x[0], dtype=bool) for x in sol.stop)
+        m = self.model
+        self._loss, self._keep = m.loss, m.keep_current
+        self._n_b = [e.size + 1 for e in m.score_edges]
+        self._n_e = [e.size + 1 for e in m.incumbent_edges]
+        # the batch-1 fast path works on Python lists of the same float64 values
+        self._score_edges1 = [[float(v) for v in e] for e in m.score_edges]
+        self._inc_edges1 = [[float(v) for v in e] for e in m.incumbent_edges]
+        self._loss1 = [[float(v) for v in x] for x in self._loss]
+        self._keep1 = [[bool(v) for v in x] for x in self._keep]
+        self._stop1 = [[bool(v) for v in x] for x in self.stop_sets]
+
+    @property
+    def name(self) -> str:
+        return "posterior_recall" if self.recall else "posterior_no_recall"
+
+    @property
+    def knob(self) -> float:
+        return self.lam
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.stop_sets)
+
+    def start(self, n: int) -> Memory:
+        zeros = np.zeros(n, dtype=np.int64)
+        return Memory({"state": zeros, "ret": zeros.copy(), "inc_pred": zeros.copy()})
+
+    def step(self, stage: int, probs: FloatArray, memory: Memory) -> tuple[BoolArray, IntArray]:
+        m = memory.arrays
+        b = np.searchsorted(
+            self.model.score_edges[stage], stage_score(probs, self.model.config.score), side="right"
+        )
+        pred = probs.argmax(axis=1)
+        if stage == 0:
+            state, keep = b.astype(np.int64), np.ones(b.size, dtype=bool)
+        else:
+            est = self._loss[stage - 1][m["state"]]
+            e = np.searchsorted(self.model.incumbent_edges[stage], est, side="right")
+            state = encode(b, e, pred == m["inc_pred"], self._n_b[stage], self._n_e[stage])
+            keep = self._keep[stage][state]
+        m["state"] = state
+        m["ret"] = np.where(keep, stage, m["ret"])
+        m["inc_pred"] = np.where(keep, pred, m["inc_pred"])
+        stop = self.stop_sets[stage][state]
+        returned = m["ret"] if self.recall else np.full(state.size, stage, dtype=np.int64)
+        return np.asarray(stop, dtype=bool), np.asarray(returned, dtype=np.int64)
+
+    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
+        b = bisect_right(self._score_edges1[stage], stage_score1(probs, self.model.config.score))
+        pred = argmax1(probs)
+        if stage == 0:
+            state, keep = b, True
+        else:
+            e = bisect_right(self._inc_edges1[stage], self._loss1[stage - 1][memory["state"]])
+            agree = int(pred == memory["inc_pred"])
+            state = b + self._n_b[stage] * (e + self._n_e[stage] * agree)
+            keep = self._keep1[stage][state]
+        memory["state"] = state
+        if keep:
+            memory["ret"], memory["inc_pred"] = stage, pred
+        return self._stop1[stage][state], memory["ret"] if self.recall else stage
 
 
 @dataclass

@@ -45,7 +45,7 @@ from ttamer.graph_replay import (
     replay_tree_recall,
 )
 from ttamer.pareto import DEFAULT_DELTAS, area_under_hull, hull_table, summarise, upper_hull
-from ttamer.policies.base import Scores, score_decisions
+from ttamer.policies.base import Scores, mean_at, score_decisions
 from ttamer.policies.grids import LambdaSweep
 from ttamer.policies.recall import recall_decisions
 from ttamer.skip_costs import independent_meta, run_set_cost, skip_cost_matrix, skip_structure
@@ -134,8 +134,9 @@ def score_walks(name: str, walks: GraphWalks, fitted: FittedGraph, test: Trace, 
     accuracy = test.correct[rows, walks.returned].mean(axis=1)
     cost = run_set_cost(fitted.skips, walks.ran).mean(axis=1)
     returned = np.stack([(walks.returned == v).mean(axis=1) for v in range(test.n_stages)], axis=1)
+    estimate = mean_at(fitted.estimated_loss(test), walks.returned)
     return Scored(
-        points_block(name, "lam", _scores(walks.lam, accuracy, cost, test), split, test),
+        points_block(name, "lam", _scores(walks.lam, accuracy, cost, test), split, test, estimate),
         _usage(name, walks.lam, split, walks.ran, returned, test.stage_names),
     )
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 import pandas as pd
 
+from ttamer.calibration import calibration_table
 from ttamer.pareto import DEFAULT_DELTAS, hull_table, summarise
 from ttamer.sweep import SweepConfig, run_sweep
 from ttamer.traces import Trace
@@ -27,17 +28,19 @@ class TraceStudyConfig:
 @dataclass(frozen=True)
 class TraceStudyResult:
     """``points``: the tidy sweep table; ``summary``: policy x metric with error bars over
-    splits; ``hulls``: the upper-hull vertices of every policy and split."""
+    splits; ``hulls``: the upper-hull vertices of every policy and split; ``calibration``:
+    predicted against realised accuracy per policy with a fitted model and knob value."""
 
     points: pd.DataFrame
     summary: pd.DataFrame
     hulls: pd.DataFrame
+    calibration: pd.DataFrame
 
 
 def run_trace_study(trace: Trace, config: TraceStudyConfig) -> TraceStudyResult:
     points = run_sweep(trace, config.sweep)
     summary = summarise(points, reference=config.reference, deltas=config.deltas)
-    return TraceStudyResult(points, summary, hull_table(points))
+    return TraceStudyResult(points, summary, hull_table(points), calibration_table(points))
 
 
 def headline(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
