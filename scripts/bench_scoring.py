@@ -92,6 +92,9 @@ def policies_with_knobs(n_knobs: int) -> dict[str, TracePolicy]:
     params: dict[str, dict[str, Any]] = {
         "recall": {"n_lams": n_knobs},
         "no_recall": {"n_lams": n_knobs},
+        "posterior_recall": {"n_lams": n_knobs},  # its cross-validation counts as fitting (fit_s)
+        "posterior_no_recall": {"n_lams": n_knobs},
+        "auto": {"candidates": ("no_recall", "max_softmax")},  # the chosen one's grid
         "max_softmax": {"percentiles": pct},
         "entropy": {"percentiles": pct},
         "threshold_with_recall": {"percentiles": pct},

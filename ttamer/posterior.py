@@ -55,13 +55,15 @@ class PosteriorConfig:
     ``score``: one of :data:`ttamer.traces.SCORES`. ``n_bins``: quantile bins of each stage's
     score. ``incumbent_bins``: quantile bins of the incumbent's estimated error.
     ``shrinkage``: pseudo-samples pulling a state's error rate toward its coarser estimate.
-    ``transition_shrinkage``: the same for transition rows."""
+    ``transition_shrinkage``: the same for transition rows. ``agreement``: whether the state
+    records agreement with the incumbent (off: always "disagree", for ablations)."""
 
     score: str = "max_softmax"
     n_bins: int = 10
     incumbent_bins: int = 12
     shrinkage: float = 10.0
     transition_shrinkage: float = 10.0
+    agreement: bool = True
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
@@ -153,7 +155,7 @@ class PosteriorModel:
             inc = returned[:, i - 1]
             estimate = self.loss[i - 1][states[:, i - 1]]
             e = np.searchsorted(self.incumbent_edges[i], estimate, side="right")
-            agree = trace.pred[:, i] == trace.pred[rows, inc]
+            agree = (trace.pred[:, i] == trace.pred[rows, inc]) & self.config.agreement
             states[:, i] = encode(bins[:, i], e, agree, self.score_edges[i].size + 1, e_count(self, i))
             returned[:, i] = np.where(self.keep_current[i][states[:, i]], i, inc)
         return Walk(states, returned)
@@ -260,7 +262,7 @@ def fit_posterior(trace: Trace, config: PosteriorConfig) -> PosteriorModel:
         edges = quantile_edges(estimate[state], config.incumbent_bins)
         n_b, n_e = s_edges[i].size + 1, edges.size + 1
         e = np.searchsorted(edges, estimate[state], side="right").astype(np.int64)
-        agree = trace.pred[:, i] == trace.pred[rows, ret]
+        agree = (trace.pred[:, i] == trace.pred[rows, ret]) & config.agreement
         p_cur.append(cell_error(wrong[:, i], bins[:, i], e, agree, n_b, n_e, m))
         p_inc.append(cell_error(wrong[rows, ret], bins[:, i], e, agree, n_b, n_e, m))
         prob, succ = posterior_transition(

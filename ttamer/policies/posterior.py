@@ -75,6 +75,7 @@ class PosteriorRecallPolicy(LambdaSweep):
     n_bins: tuple[int, ...] = (3, 6, 12, 20)
     incumbent_bins: tuple[int, ...] = (4, 12)
     shrinkage: tuple[float, ...] = (10.0, 100.0)
+    agreement: bool = True
     cv_folds: int = 5
     cv_delta: float = 1.0
     cv_reference: str = "study"
@@ -95,7 +96,10 @@ class PosteriorRecallPolicy(LambdaSweep):
     def configs(self) -> list[PosteriorConfig]:
         """Every grid point, in the order of the grid (ties in cross-validation go to the first)."""
         grid = itertools.product(self.n_bins, self.incumbent_bins, self.shrinkage)
-        return [PosteriorConfig(self.score, int(b), int(e), float(m), float(m)) for b, e, m in grid]
+        return [
+            PosteriorConfig(self.score, int(b), int(e), float(m), float(m), self.agreement)
+            for b, e, m in grid
+        ]
 
     def cross_validation(self) -> CrossValidation:
         return CrossValidation(self.cv_folds, self.cv_delta, self.cv_reference)

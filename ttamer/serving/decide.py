@@ -316,7 +316,8 @@ class PosteriorRule:
         else:
             est = self._loss[stage - 1][m["state"]]
             e = np.searchsorted(self.model.incumbent_edges[stage], est, side="right")
-            state = encode(b, e, pred == m["inc_pred"], self._n_b[stage], self._n_e[stage])
+            agree = (pred == m["inc_pred"]) & self.model.config.agreement
+            state = encode(b, e, agree, self._n_b[stage], self._n_e[stage])
             keep = self._keep[stage][state]
         m["state"] = state
         m["ret"] = np.where(keep, stage, m["ret"])
@@ -332,7 +333,7 @@ class PosteriorRule:
             state, keep = b, True
         else:
             e = bisect_right(self._inc_edges1[stage], self._loss1[stage - 1][memory["state"]])
-            agree = int(pred == memory["inc_pred"])
+            agree = int(pred == memory["inc_pred"] and self.model.config.agreement)
             state = b + self._n_b[stage] * (e + self._n_e[stage] * agree)
             keep = self._keep1[stage][state]
         memory["state"] = state
