@@ -56,10 +56,13 @@ from ttamer.fitting import FitConfig
 from ttamer.policies import MaxSoftmaxPolicy, PatiencePolicy, ScoringContext, score_decisions
 from ttamer.policies.base import Decisions
 from ttamer.policies.grids import LambdaSweep
+from ttamer.policies.posterior import posterior_decisions
 from ttamer.policies.recall import recall_decisions
+from ttamer.posterior import PosteriorConfig, fit_posterior
 from ttamer.serving import (
     FullModel,
     PatienceRule,
+    PosteriorRule,
     RecallRule,
     ThresholdRule,
     TorchStages,
@@ -189,7 +192,8 @@ def _pick(dec: Decisions, fit: Trace, target: float) -> int:
 
 
 def choose_policies(ctx: ScoringContext, delta: float) -> tuple[list[Choice], float]:
-    """Recall, max_softmax and patience at the target accuracy, and the full model."""
+    """Recall, posterior recall, max_softmax and patience at the target accuracy (chosen on the
+    fit split), and the full model."""
     fit, test = ctx.fit, ctx.test
     n = fit.n_stages
     target = float(fit.correct[:, -1].mean()) - delta / 100.0
@@ -197,8 +201,14 @@ def choose_policies(ctx: ScoringContext, delta: float) -> tuple[list[Choice], fl
     chain = ctx.fitted.chain
     in_sample = ScoringContext(fit, fit, ctx.fit_config)
     lams = LambdaSweep().lambdas()
+    post = fit_posterior(fit, PosteriorConfig())  # default hyper-parameters: no cross-validation here
     candidates: list[tuple[str, Decisions, Callable[[float], DecisionRule]]] = [
         ("recall", recall_decisions(chain, fit_states, lams), lambda k: RecallRule(ctx.fitted, k)),
+        (
+            "posterior_recall",
+            posterior_decisions(post, in_sample, lams, True),
+            lambda k: PosteriorRule(post, k),
+        ),
         ("max_softmax", MaxSoftmaxPolicy().decide(in_sample), lambda k: ThresholdRule("max_softmax", k, n)),
         ("patience", PatiencePolicy().decide(in_sample), lambda k: PatienceRule(int(k), n)),
     ]
@@ -210,6 +220,8 @@ def choose_policies(ctx: ScoringContext, delta: float) -> tuple[list[Choice], fl
         fit_acc = float(score_decisions(dec, fit).accuracy[j])
         if name == "recall":
             replay = recall_decisions(chain, ctx.test_states, np.asarray([knob]))
+        elif name == "posterior_recall":
+            replay = posterior_decisions(post, ctx, np.asarray([knob]), True)
         elif name == "max_softmax":
             replay = MaxSoftmaxPolicy(thresholds=(knob,)).decide(ctx)
         else:

@@ -96,10 +96,12 @@ def test_bench_serving_digits_tiny(tmp_path: Path) -> None:
     assert summary["recall_agrees_with_replay"] == 1.0 and summary["n_held_out"] == 60
     assert 0.0 < summary["predicted_saving"] < 1.0 and summary["decision_overhead_fraction"] > 0.0
     load = pd.read_csv(out / f"serving-load-{tag}.csv")
-    assert set(load["loop"]) == {"batch", "stagewise"} and len(load) == 2 * 4
+    assert set(load["loop"]) == {"batch", "stagewise"} and len(load) == 2 * 5  # full + 4 policies
     assert (load["agrees_with_replay"] == 1.0).all() and (load["n_requests"] == 40).all()
     for name in ("batch1", "batched"):
-        assert (pd.read_csv(out / f"serving-{name}-{tag}.csv")["agrees_with_replay"] == 1.0).all()
+        table = pd.read_csv(out / f"serving-{name}-{tag}.csv")
+        assert (table["agrees_with_replay"] == 1.0).all()
+        assert "posterior_recall" in set(table["policy"])
     overhead = pd.read_csv(out / f"serving-overhead-{tag}.csv")
     assert list(overhead["batch_size"]) == [1, 4, 16, 64, 256]
     assert sorted(summary["decision_overhead_fraction_by_batch_size"]) == ["1", "16", "256", "4", "64"]

@@ -144,6 +144,7 @@ def test_typo_inside_an_experiment_run_is_refused() -> None:
     [
         (["workload=digits", "workload.fit.score=softmax"], "workload.fit.score"),
         (["workload=frugalml", "workload.reference=best"], "workload.reference"),
+        (["workload=digits", "workload.target=backbone"], "workload.target"),
         (["logger.mode=offlne"], "logger.mode"),
         (["logger.backend=tensorboard"], "logger.backend"),
         (["workload=sst2_minilm", "workload.pooling=max"], "workload.pooling"),

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ttamer.calibration import calibration_table
 from ttamer.fileio import atomic_write_bytes
 from ttamer.pareto import summarise
 from ttamer.plotting_traces import stage_names_from_benchmark
@@ -78,6 +79,7 @@ def _points(seed: int = 0, n_splits: int = 3) -> pd.DataFrame:
     df["normalized_cost"] = df["mean_cost"] / full
     df["n_test"] = 50
     df["cost_unit"] = UNIT
+    df["predicted_accuracy"] = np.where(df["policy"] == "recall", df["accuracy"] + 0.01, np.nan)
     return df
 
 
@@ -107,6 +109,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     points = _points()
     _write_csv(toy / "toy_points.csv", points)
     _write_csv(toy / "toy_summary.csv", summarise(points, "last_stage"))
+    _write_csv(toy / "toy_calibration.csv", calibration_table(points))
     _hydra(toy, ["workload=toy", "logger=none"], {"name": "toy", "reference": "last_stage"})
     bench = pd.DataFrame(
         {
@@ -149,6 +152,7 @@ def made(tree: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
 
 FIGURES = [
     "fig_toy.png",
+    "fig_toy_calibration.png",
     "fig_toy2.png",
     "fig_syn_lower_bound.png",
     "fig_syn_ratio_distribution.png",
@@ -183,6 +187,8 @@ def test_summary_table_rows_and_values(
         saved.loc[("recall", "saving_at_delta_1"), "mean"]
     )
     assert toy.loc["recall", "area_mean"] == pytest.approx(saved.loc[("recall", "area"), "mean"])
+    assert toy.loc["recall", "calibration_gap_mean"] == pytest.approx(0.01)
+    assert np.isnan(toy.loc["max_softmax", "calibration_gap_mean"])  # no fitted model
     assert toy.loc["max_softmax", "saving_d1_n_unreached"] == 3  # never within 1 point
     assert toy.loc["max_softmax", "saving_d1_n_reached"] == 0
     assert (table["reference"] == "last_stage").all()
