@@ -100,14 +100,17 @@ class StageStates:
     states: IntArray
 
 
+def score_edges(trace: Trace, score: str, n_bins: int) -> tuple[FloatArray, ...]:
+    """Per stage, the interior quantile edges of its score on ``trace`` (the fit split)."""
+    if trace.n_samples < 2 * n_bins:
+        raise TraceError("conf", f"{trace.n_samples} fit samples are too few for {n_bins} bins per stage")
+    scores = stage_scores(trace, score)
+    return tuple(quantile_edges(scores[:, i], n_bins) for i in range(trace.n_stages))
+
+
 def fit_stage_states(trace: Trace, config: FitConfig) -> StageStates:
     """Bin every stage's score on ``trace`` (the fit split) and estimate each bin's loss."""
-    if trace.n_samples < 2 * config.n_bins:
-        raise TraceError(
-            "conf", f"{trace.n_samples} fit samples are too few for {config.n_bins} bins per stage"
-        )
-    scores = stage_scores(trace, config.score)
-    edges = tuple(quantile_edges(scores[:, i], config.n_bins) for i in range(trace.n_stages))
+    edges = score_edges(trace, config.score, config.n_bins)
     states = assign_states(trace, edges, config)
     n_states = tuple((e.size + 1) * (2 if config.agreement and i > 0 else 1) for i, e in enumerate(edges))
     losses = tuple(

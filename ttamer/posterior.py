@@ -37,7 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ttamer.chain import Chain, check_lambda
 from ttamer.errors import FieldError
-from ttamer.fitting import normalise_rows, normalised_costs, quantile_edges
+from ttamer.fitting import normalise_rows, normalised_costs, quantile_edges, score_edges
 from ttamer.solvers.no_recall import NoRecallSolution
 from ttamer.traces import SCORES, Trace, TraceError, stage_scores
 
@@ -241,12 +241,7 @@ def transition_rows(prev: IntArray, obs: IntArray, coarse_of: IntArray, n_obs: i
 
 def fit_posterior(trace: Trace, config: PosteriorConfig) -> PosteriorModel:
     """Fit the posterior model on ``trace`` (the fit split), stage after stage."""
-    if trace.n_samples < 2 * config.n_bins:
-        raise TraceError(
-            "conf", f"{trace.n_samples} fit samples are too few for {config.n_bins} bins per stage"
-        )
-    scores = stage_scores(trace, config.score)
-    s_edges = tuple(quantile_edges(scores[:, i], config.n_bins) for i in range(trace.n_stages))
+    s_edges = score_edges(trace, config.score, config.n_bins)
     bins = score_bins(trace, config.score, s_edges)
     wrong = ~trace.correct
     rows = np.arange(trace.n_samples)

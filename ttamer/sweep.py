@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 
 from ttamer.errors import FieldError
 from ttamer.fitting import FitConfig
+from ttamer.policies.auto import DEFAULT_CANDIDATES
 from ttamer.policies.base import Decisions, Scores, ScoringContext, TracePolicy, score_decisions
 from ttamer.traces import Trace, TraceError, repeated_splits
 
@@ -68,20 +69,8 @@ COLUMNS = (
 
 TARGETS = ("label", "last_stage")
 
-DEFAULT_POLICIES = (
-    "recall",
-    "no_recall",
-    "posterior_recall",
-    "posterior_no_recall",
-    "max_softmax",
-    "entropy",
-    "patience",
-    "per_stage_threshold",
-    "threshold_with_recall",
-    "static",
-    "oracle",
-    "auto",
-)
+DEFAULT_POLICIES = (*DEFAULT_CANDIDATES, "static", "oracle", "auto")
+"""Every registered policy; ``auto`` chooses among the others but the two references."""
 
 
 @dataclass(frozen=True)
