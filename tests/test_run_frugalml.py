@@ -42,6 +42,12 @@ def test_frugalml_workload_writes_tables_and_figure(tmp_path: Path) -> None:
     assert "saving_at_delta_1" in set(summary["metric"])
     assert (run_dir / "fig_frugalml_tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+    # the posterior policies are scored, and every policy with a model is calibrated
+    assert {"posterior_recall", "posterior_no_recall", "auto"} <= set(points["policy"])
+    calibration = pd.read_csv(run_dir / "frugalml_tiny_calibration.csv")
+    assert {"recall", "no_recall", "posterior_recall", "posterior_no_recall"} <= set(calibration["policy"])
+    assert "calibration_gap" in set(summary.loc[summary["policy"] == "posterior_recall", "metric"])
+    assert (run_dir / "fig_frugalml_tiny_calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_frugalml_workload_missing_folder_fails_clearly(tmp_path: Path) -> None:

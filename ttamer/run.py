@@ -30,6 +30,7 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from ttamer.calibration import calibration_table
 from ttamer.config_schema import register_configs, validate_config, validate_logger
 from ttamer.errors import FieldError
 from ttamer.fileio import atomic_write_bytes, portable_path
@@ -161,16 +162,14 @@ def run_trace_workload(
     if str(cfg.structure.name) != "chain":
         return run_graph_workload(trace, f"{tag}_{cfg.structure.name}", cfg, out, tracker)
     result = run_trace_study(trace, trace_study_config(cfg))
-    for key in ("points", "summary", "hulls", "calibration"):
+    for key in ("points", "summary", "hulls"):
         table = getattr(result, key)
         write_csv(table, out / f"{tag}_{key}.csv")
         tracker.log_table(f"tables/{key}", table)
     title = f"{tag}: {trace.n_samples} samples, {trace.n_stages} stages"
     fig = plot_trace_pareto(result.points, out / f"fig_{tag}.png", title, trace.cost_unit, trace.stage_names)
     tracker.log_image("figures/pareto", fig)
-    if not result.calibration.empty:
-        cal = plot_calibration(result.calibration, out / f"fig_{tag}_calibration.png", f"{tag}: calibration")
-        tracker.log_image("figures/calibration", cal)
+    _write_calibration(result.calibration, tag, out, tracker)
     return _log_summary(result.summary, tag, tracker)
 
 
@@ -198,7 +197,7 @@ def run_graph_workload(
     trace: Trace, tag: str, cfg: DictConfig, out: Path, tracker: ExperimentLogger
 ) -> dict[str, float]:
     """Score the graph policies of ``structure`` beside the chain policies on ``trace``; write
-    ``<tag>_{points,summary,hulls,usage}.csv`` (and ``<tag>_orders.csv`` for chain orders),
+    ``<tag>_{points,summary,hulls,usage,calibration}.csv`` (and ``<tag>_orders.csv`` for chain orders),
     ``fig_<tag>.png`` and ``fig_<tag>_usage.png``; return headline metrics."""
     try:
         result = run_graph_study(trace, graph_study_config(cfg))
@@ -222,7 +221,18 @@ def run_graph_workload(
     tracker.log_image(
         "figures/usage", plot_stage_usage(result.usage, result.points, out / f"fig_{tag}_usage.png", tag)
     )
+    _write_calibration(calibration_table(result.points), tag, out, tracker)
     return _log_summary(result.summary, tag, tracker)
+
+
+def _write_calibration(table: pd.DataFrame, tag: str, out: Path, tracker: ExperimentLogger) -> None:
+    """``<tag>_calibration.csv`` and ``fig_<tag>_calibration.png`` (when a policy has a model)."""
+    if table.empty:
+        return
+    write_csv(table, out / f"{tag}_calibration.csv")
+    tracker.log_table("tables/calibration", table)
+    fig = plot_calibration(table, out / f"fig_{tag}_calibration.png", f"{tag}: calibration")
+    tracker.log_image("figures/calibration", fig)
 
 
 def _log_summary(summary: pd.DataFrame, tag: str, tracker: ExperimentLogger) -> dict[str, float]:
