@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ttamer.errors import FieldError
 from ttamer.fileio import atomic_write_bytes, open_npz
+from ttamer.loading import NpzFile, existing_file, load_json, refuse_booleans, scalar
 
 FloatArray = NDArray[np.float64]
 
@@ -191,7 +192,27 @@ def chain_from_json_dict(data: Any) -> Chain:
     transitions = data.get("transitions", [])
     if not isinstance(transitions, list):
         raise ChainError("transitions", "must be a list of matrices")
+    for key in ("losses", "initial", "transitions", "costs"):
+        refuse_booleans(data.get(key), key, ChainError)
+    if not isinstance(data.get("name", ""), str):
+        raise ChainError("name", "must be a string")
     return Chain.build(losses, data["initial"], transitions, data["costs"], data.get("name", ""))
+
+
+def _check_npz_shapes(npz: NpzFile, n: int) -> None:
+    """The arrays' shapes, from their headers, before any data is read (a huge array with a
+    wrong shape is refused without being loaded)."""
+    sizes = []
+    for i in range(1, n + 1):
+        shape = npz.shape(f"losses_{i}")
+        if len(shape) != 1:
+            raise ChainError(f"losses_{i}", f"must be 1-D, got shape {shape}")
+        sizes.append(shape[0])
+    want: dict[str, tuple[int, ...]] = {"initial": (sizes[0],), "costs": (n,)}
+    want.update({f"transitions_{i}": (sizes[i - 2], sizes[i - 1]) for i in range(2, n + 1)})
+    for key, shape in want.items():
+        if npz.shape(key) != shape:
+            raise ChainError(key, f"has shape {npz.shape(key)}, expected {shape} from the losses")
 
 
 def _read_npz(path: Path) -> Chain:
@@ -206,7 +227,8 @@ def _read_npz(path: Path) -> Chain:
         for key in ("initial", "costs", *(f"transitions_{i}" for i in range(2, n + 1))):
             if key not in keys:
                 raise ChainError(key, "is missing")
-        name = str(npz["name"]) if "name" in keys else ""
+        _check_npz_shapes(npz, n)
+        name = scalar(npz, "name", "text") if "name" in keys else ""
         return Chain.build(
             [npz[f"losses_{i}"] for i in range(1, n + 1)],
             npz["initial"],
@@ -219,16 +241,10 @@ def _read_npz(path: Path) -> Chain:
 def load_chain(path: str | os.PathLike[str]) -> Chain:
     """Read a chain from ``.json`` (SPEC §1.5) or ``.npz`` (``losses_1..n``, ``initial``,
     ``transitions_2..n``, ``costs``, optional ``name``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ChainError("file", f"{p} does not exist")
+    p = existing_file(path, ChainError)
     if p.suffix == ".npz":
         return _read_npz(p)
-    try:
-        data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ChainError("file", f"{p} is not valid JSON ({exc})") from None
-    return chain_from_json_dict(data)
+    return chain_from_json_dict(load_json(p, ChainError))
 
 
 def save_chain(chain: Chain, path: str | os.PathLike[str]) -> None:

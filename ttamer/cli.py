@@ -19,6 +19,7 @@ import numpy as np
 
 from ttamer.chain import Chain, ChainError, check_lambda
 from ttamer.errors import FieldError
+from ttamer.loading import one_line
 
 POLICIES = ("recall", "no-recall", "prophet")
 
@@ -169,7 +170,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.policies is None:
         from ttamer.policies import POLICIES
 
-        names: tuple[str, ...] = tuple(POLICIES)
+        names: tuple[str, ...] = tuple(POLICIES)  # those the trace cannot support are skipped
     else:
         names = tuple(x.strip() for x in args.policies.split(",") if x.strip())
     try:
@@ -182,6 +183,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             fit_config=fit_config,
             progress=not args.no_progress,
             target=args.target,
+            skip_unsupported=args.policies is None,
         )
         resolve_policies(config.policies)  # unknown names fail before any trace is read
     except FieldError as exc:
@@ -200,6 +202,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     except FieldError as exc:
         raise UsageError(f"{args.trace}: {exc}") from None
     _write_out(args.out, df.to_csv(index=False).encode())
+    if float(trace.cost.sum()) == 0.0:
+        print(
+            "note: every stage of the trace costs 0: normalized_cost is 0 for every policy", file=sys.stderr
+        )
     n_pol = df["policy"].nunique()
     n_split = df["split"].nunique()
     where = f"fitted on {args.fit}" if args.fit is not None else f"{n_split} random fit/test splits"
@@ -212,7 +218,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-_OPTION = {"n_bins": "bins", "n_splits": "splits", "fit_fraction": "fit-fraction"}
+_OPTION = {"n_bins": "bins", "n_splits": "splits", "fit_fraction": "fit-fraction", "seed": "seed"}
 
 
 def _summarise_trace(trace: Any, out: str, seconds: float) -> str:
@@ -387,10 +393,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
     except (UsageError, FieldError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0
+    except (OSError, MemoryError, RecursionError) as exc:  # I/O, or an input too large or deep
+        where = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
+        print(f"error: {where}{one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ttamer.errors import FieldError
 
 
@@ -55,12 +53,9 @@ def portable_path(path: str | os.PathLike[str], base: str | os.PathLike[str] | N
 
 
 def open_npz(path: str | os.PathLike[str], error: type[FieldError] = FieldError) -> Any:
-    """``np.load`` of an existing ``.npz`` without pickle; a missing or unreadable file raises
-    ``error("file", ...)``. Use it as a context manager."""
-    p = Path(path)
-    if not p.is_file():
-        raise error("file", f"{p} does not exist")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise error("file", f"{p} is not a readable .npz file ({exc})") from None
+    """An ``.npz`` opened without pickle, every member's header checked before any data is read
+    (:class:`ttamer.loading.NpzFile`); failures raise ``error`` naming the file or member. Use
+    it as a context manager."""
+    from ttamer.loading import NpzFile
+
+    return NpzFile(path, error)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from ttamer.chain import (
     load_chain,
 )
 from ttamer.fileio import atomic_write_bytes, open_npz
+from ttamer.loading import existing_file, load_json, refuse_booleans, scalar
 
 Structure = Literal["tree", "closure"]
 
@@ -298,6 +300,7 @@ def graph_from_json_dict(data: Any) -> Graph:
             raise ChainError(f"nodes[{v}]", 'must be an object {"losses": [...], "name": ...}')
         if "losses" not in node:
             raise ChainError(f"nodes[{v}].losses", "is missing")
+        refuse_booleans(node["losses"], f"nodes[{v}].losses", ChainError)
         losses.append(node["losses"])
         names.append(str(node.get("name", "")))
     edges: list[tuple[Any, Any, Any, Any]] = []
@@ -307,17 +310,39 @@ def graph_from_json_dict(data: Any) -> Graph:
         for key in ("from", "to", "cost", "transition"):
             if key not in edge:
                 raise ChainError(f"edges[{e}].{key}", "is missing")
+        for key in ("cost", "transition"):
+            refuse_booleans(edge[key], f"edges[{e}].{key}", ChainError)
         edges.append((edge["from"], edge["to"], edge["cost"], edge["transition"]))
     return Graph.build(losses, edges, names, str(data.get("name", "")))
+
+
+GRAPH_KEY = re.compile(r"(node)_(\d+)_(losses)|(edge)_(\d+)_(from|to|cost|transition)")
+
+
+def _graph_npz_ids(keys: set[str]) -> tuple[list[int], list[int]]:
+    """Node and edge ids of a graph ``.npz``; any other ``node_``/``edge_`` key is refused."""
+    nodes, edges = set(), set()
+    for key in sorted(keys):
+        m = GRAPH_KEY.fullmatch(key)
+        if m is None:
+            if key.startswith(("node_", "edge_")):
+                raise ChainError(
+                    key, "is not a graph array (node_<v>_losses, edge_<e>_{from,to,cost,transition})"
+                )
+            continue
+        if m.group(1):
+            nodes.add(int(m.group(2)))
+        else:
+            edges.add(int(m.group(5)))
+    return sorted(nodes), sorted(edges)
 
 
 def _read_graph_npz(path: Path) -> Graph:
     with open_npz(path, ChainError) as npz:
         keys = set(npz.files)
-        nodes = sorted(int(k.split("_")[1]) for k in keys if k.startswith("node_") and k.endswith("_losses"))
+        nodes, ids = _graph_npz_ids(keys)
         if nodes != list(range(len(nodes))) or not nodes:
             raise ChainError("node_0_losses", f"nodes must be numbered 0..n-1, found {nodes}")
-        ids = sorted(int(k.split("_")[1]) for k in keys if k.startswith("edge_") and k.endswith("_to"))
         if ids != list(range(len(ids))):
             raise ChainError("edge_0_to", f"edges must be numbered 0..m-1, found {ids}")
         edges = []
@@ -325,35 +350,26 @@ def _read_graph_npz(path: Path) -> Graph:
             for part in ("from", "to", "cost", "transition"):
                 if f"edge_{e}_{part}" not in keys:
                     raise ChainError(f"edge_{e}_{part}", "is missing")
-            src = int(npz[f"edge_{e}_from"])
+            src = scalar(npz, f"edge_{e}_from", "integer")
             edges.append(
                 (
                     None if src == -1 else src,
-                    int(npz[f"edge_{e}_to"]),
-                    npz[f"edge_{e}_cost"],
+                    scalar(npz, f"edge_{e}_to", "integer"),
+                    scalar(npz, f"edge_{e}_cost"),
                     npz[f"edge_{e}_transition"],
                 )
             )
-        names = [str(x) for x in npz["names"].tolist()] if "names" in keys else None
-        name = str(npz["name"]) if "name" in keys else ""
+        names = [str(x) for x in np.atleast_1d(npz["names"]).tolist()] if "names" in keys else None
+        name = scalar(npz, "name", "text") if "name" in keys else ""
         return Graph.build([npz[f"node_{v}_losses"] for v in nodes], edges, names, name)
 
 
 def load_graph(path: str | os.PathLike[str]) -> Graph:
     """Read a graph from ``.json`` or ``.npz`` (see the module docstring)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ChainError("file", f"{p} does not exist")
+    p = existing_file(path, ChainError)
     if p.suffix == ".npz":
         return _read_graph_npz(p)
-    return graph_from_json_dict(_read_json(p))
-
-
-def _read_json(p: Path) -> Any:
-    try:
-        return json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ChainError("file", f"{p} is not valid JSON ({exc})") from None
+    return graph_from_json_dict(load_json(p, ChainError))
 
 
 def save_graph(graph: Graph, path: str | os.PathLike[str]) -> None:
@@ -378,14 +394,12 @@ def save_graph(graph: Graph, path: str | os.PathLike[str]) -> None:
 def load_instance(path: str | os.PathLike[str]) -> Chain | Graph:
     """A chain or a graph file, told apart by content: a JSON object with ``nodes`` or
     ``edges``, or an ``.npz`` holding ``node_0_losses``, is a graph."""
-    p = Path(path)
-    if not p.is_file():
-        raise ChainError("file", f"{p} does not exist")
+    p = existing_file(path, ChainError)
     if p.suffix == ".npz":
         with open_npz(p, ChainError) as npz:
-            is_graph = "node_0_losses" in npz.files
+            is_graph = any(k.startswith(("node_", "edge_")) for k in npz.files)
         return _read_graph_npz(p) if is_graph else load_chain(p)
-    data = _read_json(p)
+    data = load_json(p, ChainError)
     if isinstance(data, dict) and ("nodes" in data or "edges" in data):
         return graph_from_json_dict(data)
     return chain_from_json_dict(data)

@@ -48,7 +48,7 @@ from ttamer.studies.synthetic_study import (
     summary_metrics,
 )
 from ttamer.studies.trace_study import TraceStudyConfig, run_trace_study
-from ttamer.sweep import SweepConfig
+from ttamer.sweep import DEFAULT_POLICIES, SweepConfig
 from ttamer.traces import Trace
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ def trace_study_config(cfg: DictConfig) -> TraceStudyConfig:
         progress=bool(cfg.get("progress", True)),
         target=str(w.target),
         reference=str(w.reference),
+        skip_unsupported=tuple(str(p) for p in cfg.policy.trace) == DEFAULT_POLICIES,
     )
     reference = str(w.reference)
     if reference not in ("best_stage", "last_stage"):

@@ -83,7 +83,9 @@ class SweepConfig:
     ``fit_config``: how the chain is fitted. ``progress``: show a progress bar (only on a TTY).
     ``target``: ``label`` or ``last_stage`` (accuracy as agreement with the last stage).
     ``reference``: the accuracy savings are read at (``best_stage`` or ``last_stage``), which
-    policies that cross-validate on the fit split aim at too."""
+    policies that cross-validate on the fit split aim at too. ``skip_unsupported``: leave out
+    (with a note, see :func:`unsupported`) the policies the trace cannot support instead of
+    failing; meant for the default policy set."""
 
     policies: tuple[str | TracePolicy, ...] = DEFAULT_POLICIES
     n_splits: int = 5
@@ -93,8 +95,11 @@ class SweepConfig:
     progress: bool = True
     target: str = "label"
     reference: str = "best_stage"
+    skip_unsupported: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
+            raise FieldError("seed", f"must be an integer >= 0, got {self.seed}")
         if self.reference not in ("best_stage", "last_stage"):
             raise FieldError("reference", f"must be best_stage or last_stage, got {self.reference!r}")
         if self.target not in TARGETS:
@@ -138,6 +143,12 @@ def run_sweep(
     from tqdm import tqdm
 
     policies = resolve_policies(config.policies)
+    if config.skip_unsupported:
+        skipped = unsupported(policies, trace, config.fit_config)
+        if skipped:
+            notes = "; ".join(f"{name} ({why})" for name, why in skipped.items())
+            print(f"note: skipped the policies this trace cannot support: {notes}", file=sys.stderr)
+        policies = [p for p in policies if p.name not in skipped]
     trace = retarget(trace, config.target)
     fit_trace = None if fit_trace is None else retarget(fit_trace, config.target)
     if fit_trace is not None:
@@ -209,6 +220,26 @@ def points_block(
         "selected": np.full(m, selected, dtype=object),
         "target": np.full(m, test.meta.get("target", "label"), dtype=object),
     }
+
+
+def unsupported(policies: list[TracePolicy], trace: Trace, fit_config: FitConfig) -> dict[str, str]:
+    """Policy name -> why the trace cannot support it: a score (entropy, margin) that needs
+    class probabilities the trace lacks. ``auto`` leaves such candidates out by itself."""
+    from ttamer.traces import stage_scores
+
+    probe = trace.subset(np.arange(1))
+    out = {}
+    for policy in policies:
+        score = "entropy" if policy.name == "entropy" else getattr(policy, "score", None)
+        if policy.name in ("recall", "no_recall"):
+            score = fit_config.score
+        if score is None:
+            continue
+        try:
+            stage_scores(probe, str(score))
+        except TraceError as exc:
+            out[policy.name] = exc.message
+    return out
 
 
 def retarget(trace: Trace, target: str) -> Trace:

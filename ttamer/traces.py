@@ -23,7 +23,6 @@ import io
 import json
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from numpy.typing import NDArray
 
 from ttamer.errors import FieldError
 from ttamer.fileio import atomic_write_bytes, open_npz
+from ttamer.loading import NpzFile, scalar
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -237,26 +237,39 @@ def save_trace(trace: Trace, path: str | os.PathLike[str]) -> None:
 
 def load_trace(path: str | os.PathLike[str]) -> Trace:
     """Read and validate a trace ``.npz``."""
-    p = Path(path)
-    with open_npz(p, TraceError) as npz:
+    with open_npz(path, TraceError) as npz:
         keys = set(npz.files)
         for key in ("labels", "pred", "conf", "cost"):
             if key not in keys:
-                raise TraceError(key, f"is missing from {p}")
-        try:
-            meta = json.loads(str(npz["meta_json"])) if "meta_json" in keys else {}
-        except json.JSONDecodeError:
-            raise TraceError("meta_json", "is not valid JSON") from None
+                raise TraceError(key, "is missing")
         return Trace.build(
             npz["labels"],
             npz["pred"],
             npz["conf"],
             npz["cost"],
-            npz["stage_names"] if "stage_names" in keys else None,
-            str(npz["cost_unit"]) if "cost_unit" in keys else "",
+            _stage_names(npz) if "stage_names" in keys else None,
+            scalar(npz, "cost_unit", "text") if "cost_unit" in keys else "",
             npz["probs"] if "probs" in keys else None,
-            {str(k): str(v) for k, v in meta.items()},
+            _meta(npz) if "meta_json" in keys else {},
         )
+
+
+def _stage_names(npz: NpzFile) -> list[str]:
+    if len(npz.shape("stage_names")) != 1 or npz.dtype("stage_names").kind not in "US":
+        raise TraceError("stage_names", "must be a 1-D array of strings")
+    return [str(x) for x in npz["stage_names"].tolist()]
+
+
+def _meta(npz: NpzFile) -> dict[str, str]:
+    """``meta_json``: a JSON object (keys and values kept as strings)."""
+    text = scalar(npz, "meta_json", "text")
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError):
+        raise TraceError("meta_json", "is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise TraceError("meta_json", f"must be a JSON object, got {type(meta).__name__}")
+    return {str(k): str(v) for k, v in meta.items()}
 
 
 # ---------------------------------------------------------------------------------- splits

@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from ttamer.fileio import atomic_write_bytes
+from ttamer.loading import existing_file, one_line
 from ttamer.skip_costs import independent_meta
 from ttamer.traces import Trace, TraceError
 
@@ -54,15 +54,13 @@ def import_csv(
 
     ``costs`` (one per stage, in stage order) replaces or supplies the ``cost`` column;
     ``cost_unit`` replaces or supplies the ``cost_unit`` column. Errors name the column."""
-    p = Path(path)
-    if not p.is_file():
-        raise TraceError("file", f"{p} does not exist")
+    p = existing_file(path, TraceError)
     try:
         df = pd.read_csv(p, skipinitialspace=True, keep_default_na=True)
     except pd.errors.EmptyDataError:
         raise TraceError("file", f"{p} is empty") from None
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise TraceError("file", f"{p} is not a readable CSV ({exc})") from None
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise TraceError("file", f"{p} is not a readable CSV ({one_line(exc)})") from None
     df.columns = [str(c).strip() for c in df.columns]
     return trace_from_frame(df, costs=costs, cost_unit=cost_unit, source=str(p.resolve()))
 
@@ -202,7 +200,7 @@ def _floats(df: pd.DataFrame, col: str) -> NDArray[np.float64]:
 
 def _integers(df: pd.DataFrame, col: str) -> NDArray[np.int64]:
     vals = _floats(df, col)
-    bad = np.flatnonzero(~np.isfinite(vals) | (vals % 1 != 0))
+    bad = np.flatnonzero(~np.isfinite(vals) | (vals % 1 != 0) | (np.abs(vals) > 2.0**53))
     if bad.size:
         raise TraceError(
             col, f"line {bad[0] + 2} holds {_py(df[col].iloc[bad[0]])!r}, not an integer class id"

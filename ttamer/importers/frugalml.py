@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from ttamer.loading import one_line, read_bytes
 from ttamer.skip_costs import independent_meta
 from ttamer.traces import Trace, TraceError
 
@@ -44,7 +45,11 @@ def import_frugalml(folder: str | os.PathLike[str]) -> Trace:
     labels outside ``label number`` classes, confidences outside [0, 1]) raises
     :class:`~ttamer.traces.TraceError` naming the file."""
     root = Path(folder)
-    if not root.is_dir():
+    try:
+        is_dir = root.is_dir()
+    except OSError:
+        is_dir = False
+    if not is_dir:
         raise TraceError("file", f"{root} is not a folder")
     ids, names, prices, n_classes = _read_meta(root / META_FILE)
     order = sorted(range(len(ids)), key=lambda j: (prices[j], ids[j]))
@@ -107,8 +112,8 @@ def _read_meta(path: Path) -> tuple[list[int], list[str], list[float], int]:
         raise TraceError(str(path), "does not exist (a FrugalML folder needs meta.csv)")
     try:
         df = pd.read_csv(path, skipinitialspace=True)
-    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise TraceError(str(path), f"is not a readable CSV ({exc})") from None
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
+        raise TraceError(str(path), f"is not a readable CSV ({one_line(exc)})") from None
     df.columns = [str(c).strip() for c in df.columns]
     for col in META_COLUMNS:
         if col not in df.columns:
@@ -145,8 +150,8 @@ def _read_column(path: Path) -> NDArray[np.float64]:
         df = pd.read_csv(path, header=None, dtype=np.float64, engine="c")
     except pd.errors.EmptyDataError:
         raise TraceError(str(path), "is empty") from None
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise TraceError(str(path), f"must hold one number per line ({exc})") from None
+    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        raise TraceError(str(path), f"must hold one number per line ({one_line(exc)})") from None
     if df.shape[1] != 1:
         # tolerate a trailing separator ("0.5,"): only if every extra column is empty
         if not df.iloc[:, 1:].isna().all().all():
@@ -188,9 +193,9 @@ def _check_sample_ids(root: Path, ids: list[int]) -> None:
     paths = [root / f"Model{m}_ImageName.txt" for m in ids]
     if not all(p.is_file() for p in paths):
         return
-    ref = paths[0].read_bytes()
+    ref = read_bytes(paths[0], TraceError)
     for p in paths[1:]:
-        other = p.read_bytes()
+        other = read_bytes(p, TraceError)
         if other != ref:
             a, b = ref.splitlines(), other.splitlines()
             r = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))

@@ -106,7 +106,7 @@ class Scores:
 
 def score_decisions(decisions: Decisions, test: Trace) -> Scores:
     """Accuracy of the returned stage, mean cost of the stages run (trace cost units), and
-    that cost over the full chain's cost.
+    that cost over the full chain's cost (0 when every stage is free).
 
     Computed a few knob values at a time (about :data:`SCORE_BLOCK` (knob, sample) pairs), so
     that no (M, N) temporary is built; each knob's means are those of the whole (M, N) arrays."""
@@ -123,5 +123,5 @@ def score_decisions(decisions: Decisions, test: Trace) -> Scores:
         accuracy[a:b] = correct_table[rows, decisions.returned[a:b]].mean(axis=1)
         mean_cost[a:b] = cum_cost[decisions.stop[a:b]].mean(axis=1)
     total = float(test.cost.sum())
-    norm = mean_cost / total if total > 0 else np.full_like(mean_cost, np.nan)
+    norm = mean_cost / total if total > 0 else np.zeros_like(mean_cost)  # free cascade: 0
     return Scores(decisions.knobs, accuracy, mean_cost, norm)

@@ -151,7 +151,7 @@ def skipped(ran: NDArray[np.bool_]) -> NDArray[np.bool_]:
 def _scores(knobs: FloatArray, accuracy: FloatArray, mean_cost: FloatArray, test: Trace) -> Scores:
     """Per knob: accuracy and mean cost (trace units), with the cost over the full chain's."""
     total = float(test.cost.sum())
-    normalized = mean_cost / total if total > 0 else np.full(knobs.size, np.nan)
+    normalized = mean_cost / total if total > 0 else np.zeros(knobs.size)  # free cascade: 0
     return Scores(np.asarray(knobs, dtype=np.float64), accuracy, mean_cost, normalized)
 
 
