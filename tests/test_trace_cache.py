@@ -7,12 +7,13 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ttamer.traces import Trace, load_trace
+from ttamer.traces import Trace, load_trace, save_trace
 from ttamer.workloads import cache
 from ttamer.workloads.cache import cache_path, cached_trace, config_key
 
@@ -100,6 +101,24 @@ def test_file_made_by_another_config_is_rebuilt(tmp_path: Path, caplog: pytest.L
     assert any("another config" in r.getMessage() for r in caplog.records)
     assert trace.meta["cache_key"] == config_key(CONFIG)
     assert load_trace(cache_path(tmp_path, "toy", CONFIG)).meta["cache_key"] == config_key(CONFIG)
+
+
+def test_file_rewritten_with_other_valid_content_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Same key and config in the meta, other predictions: the content hash catches it."""
+    produce = Producer()
+    cached_trace("toy", CONFIG, produce, tmp_path)
+    path = cache_path(tmp_path, "toy", CONFIG)
+    kept = load_trace(path)
+    forged = replace(kept, pred=kept.labels[:, None].repeat(kept.n_stages, axis=1))  # every stage right
+    save_trace(forged, path)
+    with caplog.at_level(logging.WARNING, logger=cache.__name__):
+        trace, reused = cached_trace("toy", CONFIG, produce, tmp_path)
+    assert not reused and produce.calls == 2
+    assert any("content hash" in r.getMessage() for r in caplog.records)
+    assert_same_arrays(trace, make_trace(2))
+    assert cached_trace("toy", CONFIG, produce, tmp_path)[1]  # the rebuilt file is reused
 
 
 def test_recompute_rebuilds(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ttamer.fileio import portable_path
 from ttamer.traces import Trace, load_trace, save_trace
 
@@ -28,6 +30,20 @@ def config_key(config: Mapping[str, Any]) -> str:
     payload = {"config": config, "trace_format": TRACE_FORMAT}
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def content_hash(trace: Trace) -> str:
+    """SHA-256 of a trace's arrays, names and unit (not its meta): stored in the cached trace's
+    meta and checked on every reuse, so a cached file rewritten with other outputs is rebuilt."""
+    h = hashlib.sha256()
+    arrays = [trace.labels, trace.pred, trace.conf, trace.cost]
+    if trace.probs is not None:
+        arrays.append(trace.probs)
+    for arr in arrays:
+        h.update(str((arr.dtype.str, arr.shape)).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(json.dumps([list(trace.stage_names), trace.cost_unit]).encode())
+    return h.hexdigest()
 
 
 def cache_path(cache_dir: str | Path, name: str, config: Mapping[str, Any]) -> Path:
@@ -50,10 +66,15 @@ def cached_trace(
     if path.exists() and not recompute:
         try:
             trace = load_trace(path)
-            if trace.meta.get("cache_key") == key:
+            if trace.meta.get("cache_key") != key:
+                log.warning("cached trace %s was made by another config: rebuilding", portable_path(path))
+            elif trace.meta.get("content_sha256") != content_hash(trace):
+                log.warning(
+                    "cached trace %s does not match its content hash: rebuilding", portable_path(path)
+                )
+            else:
                 log.info("reusing cached trace %s", portable_path(path))
                 return trace, True
-            log.warning("cached trace %s was made by another config: rebuilding", portable_path(path))
         except Exception as exc:  # any unreadable file: BadZipFile, CRC, EOFError, FieldError, ...
             log.warning(
                 "cached trace %s is unreadable (%s: %s): rebuilding",
@@ -67,6 +88,7 @@ def cached_trace(
         "cache_key": key,
         "config": json.dumps(config, sort_keys=True, default=str),
         "trace_format": str(TRACE_FORMAT),
+        "content_sha256": content_hash(trace),
     }
     trace = replace(trace, meta=meta)
     save_trace(trace, path)
@@ -135,11 +157,11 @@ def cached_model(
     if tpath.exists() and wpath.exists() and not recompute:
         try:
             trace = load_trace(tpath)
-            if trace.meta.get("cache_key") == key:
+            if trace.meta.get("cache_key") == key and trace.meta.get("content_sha256") == content_hash(trace):
                 model = load_weights(module.untrained_model(dict(config)), wpath)
                 log.info("reusing cached trace %s and weights %s", portable_path(tpath), portable_path(wpath))
                 return model, trace, True
-            log.warning("cached trace %s was made by another config: rebuilding", portable_path(tpath))
+            log.warning("cached trace %s: other config or content: rebuilding", portable_path(tpath))
         except Exception as exc:  # unreadable or mismatched files: rebuild both
             log.warning(
                 "cached model %s is unusable (%s: %s): rebuilding",
