@@ -383,3 +383,49 @@ def test_batch1_probabilities_and_scores_are_the_traces_bit_for_bit() -> None:
                 assert stage_score1(fast, score) == stage_score(exact, score)[0]
     tie = [0.25, 0.5, 0.5, 0.25]
     assert argmax1(tie) == int(np.argmax(tie)) == 1
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _fitted_rule() -> tuple[TorchStages, DecisionRule, torch.Tensor]:
+    x, y = data()
+    net = trained_net(seed=3)
+    ctx = ScoringContext(trace_of(net, x, y).subset(np.arange(300)), None)
+    return TorchStages(net), RecallRule(ctx.fitted, 0.9), x
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda m, r, x: run_load(m, x, 20, r, rate=float("nan")), "rate"),
+        (lambda m, r, x: run_load_stagewise(m, x, 20, r, rate=float("nan")), "rate"),
+        (lambda m, r, x: run_load_stagewise(m, x, 20, r, rate=float("inf")), "rate"),
+        (lambda m, r, x: run_load(m, x, 20, r, rate=-5.0), "rate"),
+        (lambda m, r, x: run_load(m, x, 20, r, rate="fast"), "rate"),
+        (lambda m, r, x: run_load(m, x, 20, r, rate=100.0, max_batch=0), "max_batch"),
+        (lambda m, r, x: run_load_stagewise(m, x, 20, r, rate=100.0, max_wait_s=float("nan")), "max_wait_s"),
+        (lambda m, r, x: run_load(m, x, len(x) + 1, r, rate=100.0), "n"),
+        (lambda m, r, x: run_load(m, x, 0, r, rate=100.0), "n"),
+        (lambda m, r, x: serve_in_batches(m, x, 10, r, 0), "batch_size"),
+        (lambda m, r, x: serve_in_batches(m, x, 10, r, -1), "batch_size"),
+        (lambda m, r, x: serve_in_batches(m, x, 10, r, 2.5), "batch_size"),
+        (lambda m, r, x: serve(m, x[:0], r), "requests"),
+        (lambda m, r, x: serve(m, x[:5], r, n=6), "n"),
+        (lambda m, r, x: serve(m, x[:, :3], r), "requests"),
+        (lambda m, r, x: serve(m, x[:1, :3], r), "requests"),
+        (lambda m, r, x: serve(m, torch.full_like(x[:4], float("nan")), r), "requests"),
+        (lambda m, r, x: serve(m, torch.cat([x[:3], torch.full_like(x[:1], float("inf"))]), r), "requests"),
+        (lambda m, r, x: serve_one_by_one(m, [x[:1], x[:1] * float("nan")], r), "requests"),
+        (lambda m, r, x: serve_one_by_one(m, [], r), "requests"),
+        (lambda m, r, x: serve(m, "not a batch", r), "requests"),
+    ],
+)
+def test_bad_serving_input_is_refused_by_name(call: Callable[..., Any], field: str) -> None:
+    from ttamer.errors import FieldError
+
+    model, rule, x = _fitted_rule()
+    with pytest.raises(FieldError) as err:
+        call(model, rule, x)
+    assert err.value.field == field, str(err.value)
+    assert "\n" not in str(err.value)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from ttamer.serving.checks import check_positive_int, check_rate, check_requests, check_wait
 from ttamer.serving.decide import DecisionRule, Memory
 from ttamer.serving.runtime import StagedModel, regroup, run_stage, serve
 
@@ -39,8 +40,8 @@ FloatArray = NDArray[np.float64]
 
 def poisson_arrivals(rate: float, n: int, seed: int = 0) -> FloatArray:
     """(n,) arrival times in seconds (the first at 0) of a Poisson process of ``rate`` per second."""
-    if rate <= 0 or n < 1:
-        raise ValueError(f"need rate > 0 and n >= 1, got {rate} and {n}")
+    rate = check_rate(rate)
+    n = check_positive_int(n, "n")
     gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=n)
     gaps[0] = 0.0
     return np.cumsum(gaps)
@@ -111,6 +112,8 @@ def run_load(
 ) -> LoadResult:
     """Serve the ``n`` requests of ``requests`` (rows, in order), arriving as a Poisson process
     of ``rate`` per second, with dynamic batching of at most ``max_batch``."""
+    n = check_requests(requests, n)
+    max_batch = check_positive_int(max_batch, "max_batch")
     arrivals = poisson_arrivals(rate, n, seed)
     latency = np.full(n, np.nan)
     stop, returned, pred = (np.full(n, -1, dtype=np.int64) for _ in range(3))
@@ -126,7 +129,7 @@ def run_load(
         rows = np.arange(nxt, end)
         start = time.perf_counter() - t0
         batch = model.take(requests, rows)
-        out = serve(model, batch, rule, n=len(rows))
+        out = serve(model, batch, rule, n=len(rows), check=False)
         answered = start + out.finish_s
         latency[rows] = answered - arrivals[rows]
         stop[rows], returned[rows], pred[rows] = out.stop, out.returned, out.pred
@@ -199,6 +202,9 @@ def run_load_stagewise(
     """Serve the ``n`` requests of ``requests`` (rows, in order), arriving as a Poisson process
     of ``rate`` per second, with stage-level batching (module docstring); the model must merge
     batch states (``model.merge``). ``batch_sizes`` in the result: the size of every stage run."""
+    n = check_requests(requests, n)
+    max_batch = check_positive_int(max_batch, "max_batch")
+    max_wait_s = check_wait(max_wait_s)
     arrivals = poisson_arrivals(rate, n, seed)
     n_stages = model.n_stages
     latency = np.full(n, np.nan)

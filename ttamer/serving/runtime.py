@@ -26,6 +26,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from ttamer.errors import FieldError
+from ttamer.loading import one_line
+from ttamer.serving.checks import check_positive_int, check_requests
 from ttamer.serving.decide import DecisionRule, FullModel, Memory, argmax1, as_probabilities, normalised1
 
 FloatArray = NDArray[np.float64]
@@ -236,6 +239,17 @@ class StageStep:
     record: StageRecord
 
 
+def run_model_stage(model: StagedModel, i: int, state: Any) -> tuple[Any, Any]:
+    """``model.stage(i, state)``; at stage 0 a failure is the requests' fault (a shape or type
+    the model cannot take) and is reported as a :class:`FieldError` on ``requests``."""
+    if i:
+        return model.stage(i, state)
+    try:
+        return model.stage(0, state)
+    except (RuntimeError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise FieldError("requests", f"the model's first stage cannot take them ({one_line(exc)})") from None
+
+
 def run_stage(
     model: StagedModel, rule: DecisionRule, i: int, state: Any, memory: Memory, fast: bool = True
 ) -> StageStep:
@@ -245,7 +259,7 @@ def run_stage(
     the same decision with a fraction of the vectorised path's fixed cost)."""
     n = len(memory)
     t0 = time.perf_counter()
-    state, output = model.stage(i, state)
+    state, output = run_model_stage(model, i, state)
     t1 = time.perf_counter()
     if isinstance(rule, FullModel) and i < model.n_stages - 1:
         none = np.zeros(n, dtype=bool)
@@ -277,15 +291,25 @@ def regroup(model: StagedModel, step: StageStep, keep: NDArray[np.intp]) -> tupl
 
 @torch.inference_mode()
 def serve(
-    model: StagedModel, requests: Any, rule: DecisionRule, n: int | None = None, fast: bool = True
+    model: StagedModel,
+    requests: Any,
+    rule: DecisionRule,
+    n: int | None = None,
+    fast: bool = True,
+    check: bool = True,
 ) -> Served:
     """Serve ``requests`` (a batch the model's stage 0 takes, of ``n`` rows: ``len`` when not
     given) under ``rule``: stage by stage, answering the requests that stop and regrouping the
     others into a smaller batch. A request is never run past the stage where it stopped.
-    ``fast``: one request takes the scalar path (:meth:`DecisionRule.step1`, same decisions)."""
+    ``fast``: one request takes the scalar path (:meth:`DecisionRule.step1`, same decisions).
+    ``check``: refuse bad requests first (:func:`ttamer.serving.checks.check_requests`); loops
+    that checked every request once pass False (it costs time on the batch-1 path)."""
     if rule.n_stages != model.n_stages:
-        raise ValueError(f"rule has {rule.n_stages} stages, the model {model.n_stages}")
-    n_req = len(requests) if n is None else n
+        raise FieldError("rule", f"has {rule.n_stages} stages, the model {model.n_stages}")
+    if check:
+        n_req = check_requests(requests, n)
+    else:
+        n_req = len(requests) if n is None else n
     if n_req == 1 and fast:
         return serve_single(model, requests, rule)
     stop = np.full(n_req, -1, dtype=np.int64)
@@ -348,7 +372,7 @@ def serve_single(model: StagedModel, request: Any, rule: DecisionRule) -> Served
     state = request
     for i in range(model.n_stages):
         t0 = clock()
-        state, output = model.stage(i, state)
+        state, output = run_model_stage(model, i, state)
         t1 = clock()
         if full and i < last:
             records.append(StageRecord(i, 1, t1 - t0, 0.0))
@@ -371,10 +395,14 @@ def serve_one_by_one(
 ) -> tuple[Served, FloatArray]:
     """Serve every request alone (batch 1), one after another: the outcomes stacked, and each
     request's wall-clock latency (seconds, the whole :func:`serve` call)."""
+    if len(requests) == 0:
+        raise FieldError("requests", "no request to serve")
+    for req in requests:
+        check_requests(req, 1)
     outcomes, latency = [], np.empty(len(requests))
     for j, req in enumerate(requests):
         t0 = time.perf_counter()
-        outcomes.append(serve(model, req, rule, n=1))
+        outcomes.append(serve(model, req, rule, n=1, check=False))
         latency[j] = time.perf_counter() - t0
     return concat(outcomes), latency
 
@@ -384,12 +412,14 @@ def serve_in_batches(
 ) -> tuple[Served, FloatArray]:
     """Serve ``requests`` (``n`` rows) in consecutive batches of ``batch_size``: outcomes, and
     the wall-clock seconds of every batch."""
+    n = check_requests(requests, n)
+    batch_size = check_positive_int(batch_size, "batch_size")
     outcomes, seconds = [], []
     for start in range(0, n, batch_size):
         rows = np.arange(start, min(start + batch_size, n))
         batch = model.take(requests, rows)
         t0 = time.perf_counter()
-        outcomes.append(serve(model, batch, rule, n=len(rows)))
+        outcomes.append(serve(model, batch, rule, n=len(rows), check=False))
         seconds.append(time.perf_counter() - t0)
     return concat(outcomes), np.asarray(seconds)
 
