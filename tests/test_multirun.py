@@ -242,3 +242,53 @@ def test_results_record_no_path_of_the_machine(tmp_path: Path) -> None:
     prov = _provenance(job)
     assert prov["output_dir"] == "runs/one" and prov["argv"][0].startswith(("<python>/", "<source>/"))
     assert "skipping: already done (runs/one" in proc.stdout
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under ``root`` but Hydra's own logs and multirun.yaml: (mtime, bytes)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name not in ("run.log", "multirun.yaml"):
+            out[p.relative_to(root).as_posix()] = (p.stat().st_mtime_ns, p.read_bytes())
+    return out
+
+
+def test_the_same_command_resumes_its_own_sweep_folder(tmp_path: Path) -> None:
+    """No hydra.sweep.dir: the README's command, run twice from the same folder, finds the same
+    sweep (named after its overrides), skips every job and says so; a deleted result is redone."""
+    cmd = _cmd("-m", *SMALL, "seed=1,2", "logger=none")
+    env = _env(tmp_path, "disabled")
+    first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    assert re.fullmatch(r"[A-Za-z0-9._-]+-[0-9a-f]{8}", sweep.name)
+    jobs = sorted(p.parent for p in sweep.rglob("DONE"))
+    assert len(jobs) == 2
+    before = _snapshot(tmp_path)
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "skipped 2 of 2 jobs" in again.stdout
+    assert _snapshot(tmp_path) == before  # nothing rewritten
+    assert [p.name for p in (tmp_path / "multirun").iterdir()] == [sweep.name]
+    (jobs[0] / CSVS[1]).unlink()
+    third = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "skipped 1 of 2 jobs" in third.stdout and f"{CSVS[1]} is missing" in third.stdout + third.stderr
+    assert (jobs[0] / CSVS[1]).is_file()
+
+
+def test_a_changed_result_or_a_stale_wandb_run_makes_a_job_redone(tmp_path: Path) -> None:
+    from ttamer import provenance
+
+    out = tmp_path / "job"
+    out.mkdir()
+    (out / "table.csv").write_text("a\n1\n")
+    (out / "wandb" / "offline-run-1").mkdir(parents=True)
+    record = provenance.JobRecord(out, "k", [], {}).begin()
+    record.finish("done")
+    assert provenance.completed(out, "k") == (True, "")
+    assert provenance.completed(out, "other")[0] is False
+    (out / "table.csv").write_text("a\n2\n")
+    assert provenance.completed(out, "k") == (False, "table.csv changed")
+    assert provenance.remove_unfinished_wandb_runs(out) == [out / "wandb" / "offline-run-1"]
+    assert not (out / "wandb" / "offline-run-1").exists()

@@ -22,7 +22,9 @@ trace cache keys (a float field would turn ``600`` into ``600.0``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -466,8 +468,17 @@ def validate_config(cfg: DictConfig) -> None:
     from ttamer.studies.synthetic_study import POLICIES as SYNTHETIC_POLICIES
     from ttamer.synthetic import FAMILIES
 
+    if int(cfg.seed) < 0:
+        raise FieldError("seed", f"must be an integer >= 0, got {cfg.seed}")
     w = cfg.workload
     name = str(w.name)
+    if "dataset" in w and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", str(w.dataset)):
+        # it names result files: no path separators, no leading dot
+        raise FieldError(
+            "workload.dataset", f"must be a plain name (letters, digits, _ and -), got {w.dataset!r}"
+        )
+    if "cache_dir" in w and Path(str(w.cache_dir)).expanduser().is_file():
+        raise FieldError("workload.cache_dir", f"{w.cache_dir} is a file, not a folder for cached traces")
     if name not in WORKLOAD_SCHEMAS:
         raise FieldError(
             "workload.name", f"unknown workload {name!r}; choose from {sorted(WORKLOAD_SCHEMAS)}"

@@ -7,9 +7,11 @@ Every job folder receives, atomically:
   line and its overrides, the hash of the resolved config, start/end time and the job status
   (``running`` while it runs, then ``done``, ``failed`` with the error, or ``interrupted``);
 * ``DONE``, written **last**, only after every output and ``provenance.json`` (status ``done``)
-  exist. It holds the config hash. A job started on a folder whose ``DONE`` matches its config
-  is skipped without touching any file; a killed job leaves no ``DONE`` and is redone (its files
-  are overwritten atomically); ``force=true`` reruns anyway.
+  exist. It holds the config hash and the SHA-256 of every result file. A job started on a
+  folder whose ``DONE`` matches its config and whose results are all there unchanged is skipped
+  without touching any file; a killed job leaves no ``DONE`` and is redone (its files are
+  overwritten atomically, its unfinished W&B offline runs removed), and so is a job one of whose
+  results was deleted or changed; ``force=true`` reruns anyway.
 
 :class:`MultirunSummary` is a Hydra callback (registered under ``hydra.callbacks`` in
 ``conf/config.yaml``): at the end of a multirun it prints a table of the jobs (status, error) and
@@ -152,6 +154,59 @@ def done_hash(out: Path) -> str | None:
     return None if marker is None else str(marker.get("config_hash"))
 
 
+# files of a job folder that are not its results: bookkeeping, logs, Hydra's copy of the config,
+# W&B's own files (they change as W&B syncs)
+NOT_OUTPUTS = (DONE, PROVENANCE, "run.log")
+NOT_OUTPUT_DIRS = (".hydra", "wandb")
+
+
+def output_hashes(out: Path) -> dict[str, str]:
+    """SHA-256 of every result file of a job folder (relative path -> hex digest)."""
+    hashes = {}
+    for p in sorted(out.rglob("*")):
+        rel = p.relative_to(out)
+        if not p.is_file() or rel.parts[0] in NOT_OUTPUT_DIRS or rel.as_posix() in NOT_OUTPUTS:
+            continue
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            continue
+        hashes[rel.as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return hashes
+
+
+def completed(out: Path, key: str) -> tuple[bool, str]:
+    """Whether the job in ``out`` is done for config hash ``key`` with its results intact:
+    ``(True, "")``, or ``(False, why)`` (no marker, another config, a result changed or gone)."""
+    marker = read_json(out / DONE)
+    if marker is None:
+        return False, "no DONE marker"
+    if str(marker.get("config_hash")) != key:
+        return False, "made by another config"
+    recorded = marker.get("outputs")
+    if not isinstance(recorded, dict):
+        return False, "its DONE marker records no outputs"
+    for rel, digest in recorded.items():
+        p = out / rel
+        if not p.is_file():
+            return False, f"{rel} is missing"
+        if hashlib.sha256(p.read_bytes()).hexdigest() != digest:
+            return False, f"{rel} changed"
+    return True, ""
+
+
+def remove_unfinished_wandb_runs(out: Path) -> list[Path]:
+    """Delete the W&B offline runs a previous attempt of this job left in ``out/wandb`` (the
+    job is being redone: they are unfinished or superseded), so that ``wandb sync
+    <job>/wandb/offline-run-*`` uploads only the run of the attempt that finishes."""
+    folder = out / "wandb"
+    stale = sorted(folder.glob("offline-run-*")) if folder.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    latest = folder / "latest-run"
+    if latest.is_symlink():
+        latest.unlink(missing_ok=True)
+    return stale
+
+
 def remove_stale_temporaries(out: Path) -> list[Path]:
     """Delete the temporary files (``.<name>.*.tmp``) that a killed atomic write left in ``out``."""
     stale = [p for p in out.glob(".*.tmp") if p.is_file()]
@@ -199,9 +254,12 @@ class JobRecord:
             self.record["traceback"] = "".join(traceback.format_exception(error))
         write_json(self.out / PROVENANCE, self.record)
         if status == "done":  # the marker last: everything above exists
-            write_json(
-                self.out / DONE, {"config_hash": self.record["config_hash"], "ended": self.record["ended"]}
-            )
+            marker = {
+                "config_hash": self.record["config_hash"],
+                "ended": self.record["ended"],
+                "outputs": output_hashes(self.out),
+            }
+            write_json(self.out / DONE, marker)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,6 +390,7 @@ class MultirunSummary(_Callback):
         self.filename = filename
         self.fail_exit_code = fail_exit_code
         self.job_dirs: list[Path] = []
+        self.skipped = 0
         _keep_identical_hydra_files()
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
@@ -351,6 +410,8 @@ class MultirunSummary(_Callback):
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         try:
             self.job_dirs.append(Path(str(config.hydra.runtime.output_dir)))
+            if getattr(job_return, "_return_value", None) == "skipped":
+                self.skipped += 1
         except Exception:  # pragma: no cover - never let bookkeeping break a job
             pass
 
@@ -364,6 +425,11 @@ class MultirunSummary(_Callback):
         failed = [r for r in rows if r["status"] != "done"]
         # print, not log: the root logger still writes into the last job's log file here
         print(f"\nmultirun summary ({sweep_dir / self.filename}):\n{summary_text(rows)}", flush=True)
+        if self.skipped:
+            print(
+                f"skipped {self.skipped} of {len(rows)} jobs: already done (force=true reruns them)",
+                flush=True,
+            )
         if failed:
             print(f"{len(failed)} of {len(rows)} jobs did not finish (see their provenance.json)",
                   file=sys.stderr, flush=True)  # fmt: skip

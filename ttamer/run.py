@@ -17,8 +17,10 @@ source checkouts); ``TTAMER_CONF_DIR`` points elsewhere (e.g. after a non-editab
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,7 @@ from ttamer.errors import FieldError
 from ttamer.fileio import atomic_write_bytes, portable_path
 from ttamer.fitting import FitConfig
 from ttamer.importers import import_frugalml
+from ttamer.loading import one_line
 from ttamer.logging_wandb import ExperimentLogger, LoggerConfig
 from ttamer.plotting import plot_lower_bound, plot_pareto, plot_ratio_distribution
 from ttamer.plotting_graphs import plot_stage_usage
@@ -345,7 +348,7 @@ def job_logger_config(cfg: DictConfig, out: Path) -> LoggerConfig:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> str:
+def hydra_main(cfg: DictConfig) -> str:
     """Run the composed workload and write its results into the Hydra run folder.
 
     A job whose folder holds a ``DONE`` marker for the same resolved config is skipped without
@@ -366,14 +369,19 @@ def main(cfg: DictConfig) -> str:
         key = provenance.config_hash(container)
     except Exception:  # an unresolvable config: record it like any other failure
         container, key = None, "unresolved"
-    if not bool(cfg.get("force", False)) and provenance.done_hash(out) == key:
+    finished, why = provenance.completed(out, key)
+    if not bool(cfg.get("force", False)) and finished:
         # printed, not logged: a skipped job leaves its folder (run.log included) untouched
         done = f"skipping: already done ({portable_path(out)}, config {key[:12]}); force=true reruns it"
         print(done, flush=True)
         return "skipped"
+    if provenance.done_hash(out) == key:  # marked done, but a result was deleted or changed
+        log.warning("redoing %s: %s", portable_path(out), why)
     stale = provenance.remove_stale_temporaries(out)
     if stale:
         log.info("removed %d temporary files left by an interrupted run", len(stale))
+    if provenance.remove_unfinished_wandb_runs(out):
+        log.info("removed the W&B offline runs of an earlier, unfinished attempt")
     job = {"job": hc.job.name, "job_num": hc.job.num if multirun else None, "output_dir": portable_path(out)}
     record = provenance.JobRecord(out, key, overrides, job).begin()
     try:
@@ -400,6 +408,127 @@ def main(cfg: DictConfig) -> str:
     record.finish("done", n_metrics=len(metrics))
     log.info("wrote results to %s (%d metrics)", portable_path(out), len(metrics))
     return "done"
+
+
+# ---------------------------------------------------------------------- the command line
+
+# Hydra flags after which the command runs no job (help, config printing, completion)
+NO_RUN_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-i", "--info", "-c", "--cfg", "--resolve",
+                "-p", "--package", "-sc", "--shell-completion")  # fmt: skip
+OWN_CONFIG_FLAGS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir")
+NOT_IN_SWEEP_NAME = ("logger", "progress", "force", "hydra")  # do not change what a sweep computes
+MAX_CHECKED_JOBS = 64
+
+
+def main() -> None:
+    """``ttamer-run``: check the command line, then hand it to Hydra.
+
+    Every job a command would run is composed and validated first (misspelt keys, wrong types,
+    unknown choices, values out of range), so a bad command stops at once with one line naming
+    the key and exit status 2, before any training. A multirun without ``hydra.sweep.dir`` goes
+    to ``multirun/<name>-<hash of its overrides>``, so the same command run again finds the same
+    sweep folder and skips the jobs already done."""
+    argv = sys.argv[1:]
+    try:
+        argv = prepare_command(argv)
+    except FieldError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    sys.argv = [sys.argv[0], *argv]
+    hydra_main()
+
+
+def prepare_command(argv: list[str]) -> list[str]:
+    """Validate the jobs of ``argv`` (see :func:`main`); the arguments to give Hydra."""
+    if any(a in NO_RUN_FLAGS or a.split("=", 1)[0] in OWN_CONFIG_FLAGS for a in argv):
+        return argv
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    words = [a for a in argv if not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(words)
+    except Exception as exc:  # OverrideParseException
+        raise FieldError("command line", one_line(exc).split(" See ")[0]) from None
+    multirun = "-m" in argv or "--multirun" in argv
+    sweeps = [o.input_line for o in overrides if o.is_sweep_override()]
+    if sweeps and not multirun:
+        raise FieldError("command line", f"{sweeps[0]} is a sweep: add -m to run one job per value")
+    for job in job_overrides(overrides):
+        check_job(job)
+    if multirun and not any(o.key_or_group.startswith("hydra.sweep.dir") for o in overrides):
+        argv = [*argv, f"hydra.sweep.dir=multirun/{sweep_name(words)}"]
+    return argv
+
+
+def job_overrides(overrides: list[Any]) -> list[list[str]]:
+    """The override lists of the jobs to check: every combination of the sweeps (choices and
+    ranges; a ``glob`` is left to Hydra), at most :data:`MAX_CHECKED_JOBS`; ``hydra`` keys are
+    Hydra's own."""
+    from hydra.core.override_parser.types import Glob
+
+    axes: list[list[str]] = []
+    for o in overrides:
+        key = o.get_key_element()
+        if o.key_or_group.startswith(("hydra.", "hydra/")):
+            continue
+        if not o.is_sweep_override():
+            axes.append([f"{key}={o.get_value_element_as_str()}"])
+        elif not isinstance(o.value(), Glob):
+            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+    return [list(job) for job in itertools.islice(itertools.product(*axes), MAX_CHECKED_JOBS)]
+
+
+def check_job(overrides: list[str]) -> None:
+    """Compose one job's config and validate it as the run would, without running anything."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        validate_config(cfg)
+        if str(cfg.workload.name) == "synthetic":
+            synthetic_study_config(cfg)
+        elif str(cfg.workload.name) in WORKLOADS:
+            trace_study_config(cfg)
+        logger_config(cfg.logger)
+        OmegaConf.to_container(cfg, resolve=True)  # every other interpolation resolves
+    except FieldError:
+        raise
+    except Exception as exc:  # composition, OmegaConf, or a typed config's own check
+        if "HydraConfig was not set" in str(exc):
+            return  # a ${hydra:...} value: known only once Hydra runs the job
+        raise config_error(exc) from None
+
+
+def config_error(exc: Exception) -> FieldError:
+    """A Hydra / OmegaConf / typed-config failure as one :class:`FieldError` line: its first
+    line, the key OmegaConf names (``full_key``) or the config group Hydra could not find, and
+    that group's options."""
+    cause = exc.__cause__ if getattr(exc.__cause__, "full_key", None) else exc  # OmegaConf's own
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    head = (lines[0] if lines else type(exc).__name__).removeprefix("In 'config': ")
+    key = str(getattr(cause, "full_key", None) or ("workload" if isinstance(exc, ValueError) else "config"))
+    missing = re.search(r"Could not find '([^'/]+)/", head)
+    if missing:
+        key = missing.group(1)
+        at = next((k for k, line in enumerate(lines) if line.startswith("Available options")), None)
+        if at is not None:
+            options = itertools.takewhile(
+                lambda line: not line.startswith("Config search path"), lines[at + 1 :]
+            )
+            head += f" (options: {', '.join(options)})"
+    return FieldError(key, head)
+
+
+def sweep_name(words: list[str]) -> str:
+    """``<readable overrides>-<8 hex>``: the same overrides (in any order, logger, progress, force
+    and hydra settings aside) always name the same sweep folder."""
+    import hashlib
+
+    kept = sorted(w for w in words if not w.lstrip("+~").startswith(NOT_IN_SWEEP_NAME))
+    digest = hashlib.sha256("\n".join(kept).encode()).hexdigest()[:8]
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(kept)).strip("-._")[:48] or "default"
+    return f"{readable}-{digest}"
 
 
 if __name__ == "__main__":
