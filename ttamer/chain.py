@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ttamer.errors import FieldError
+from ttamer.errors import FieldError, real_array
 from ttamer.fileio import atomic_write_bytes, open_npz
 from ttamer.loading import NpzFile, existing_file, load_json, refuse_booleans, scalar
 
@@ -34,10 +34,7 @@ class ChainError(FieldError):
 
 
 def _as_float_array(value: Any, field: str, ndim: int) -> FloatArray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ChainError(field, f"must be numeric ({exc})") from None
+    arr = real_array(value, field, ChainError)
     if arr.ndim != ndim:
         shape = "a vector" if ndim == 1 else "a matrix (list of rows)"
         raise ChainError(field, f"must be {shape}, got an array of shape {arr.shape}")

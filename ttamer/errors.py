@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
 
 class FieldError(ValueError):
     """Invalid input; ``field`` names the offending field, array or option."""
@@ -10,3 +15,17 @@ class FieldError(ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+def real_array(value: Any, field: str, error: type[FieldError] = FieldError) -> NDArray[np.float64]:
+    """``value`` as a float64 array, if it holds real numbers (integers or floats): booleans,
+    complex numbers, strings, dates, ``None`` and other objects are refused by name (numpy would
+    silently read ``True`` as 1, drop an imaginary part, or parse ``"1"``)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise error(field, f"must be numeric ({exc})") from None
+    if arr.dtype.kind not in "iuf":
+        if arr.size or arr.dtype.kind not in "OUS":
+            raise error(field, f"must hold real numbers, got {arr.dtype} values")
+    return np.asarray(arr, dtype=np.float64)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ttamer.errors import FieldError
+from ttamer.errors import FieldError, real_array
 from ttamer.fileio import atomic_write_bytes, open_npz
 from ttamer.loading import NpzFile, scalar
 
@@ -127,19 +127,18 @@ def _frozen_copy(arr: NDArray[Any]) -> NDArray[Any]:
 
 def _int_array(value: Any, name: str, ndim: int) -> IntArray:
     arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf" and (arr.size or arr.dtype.kind not in "OUS"):
+        raise TraceError(name, f"must hold integer class ids, got {arr.dtype} values")
     if arr.ndim != ndim:
         raise TraceError(name, f"must have {ndim} dimension(s), got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)) or (arr % 1).any():
+        if not np.all(np.isfinite(arr)) or (arr % 1).any() or (np.abs(arr) > 2.0**53).any():  # finite first
             raise TraceError(name, f"must hold integer class ids, got dtype {arr.dtype}")
     return arr.astype(np.int64)
 
 
 def _float_array(value: Any, name: str, shape: tuple[int, ...]) -> FloatArray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TraceError(name, f"must be numeric ({exc})") from None
+    arr = real_array(value, name, TraceError)
     if arr.shape != shape:
         raise TraceError(name, f"has shape {arr.shape}, expected {shape}")
     if not np.isfinite(arr).all():
@@ -158,7 +157,7 @@ def _names(stage_names: Any, n: int) -> tuple[str, ...]:
 
 
 def _check_probs(probs: Any, n_samples: int, n: int) -> FloatArray:
-    arr = np.asarray(probs, dtype=np.float64)
+    arr = real_array(probs, "probs", TraceError)
     if arr.ndim != 3 or arr.shape[:2] != (n_samples, n):
         raise TraceError("probs", f"has shape {arr.shape}, expected ({n_samples}, {n}, n_classes)")
     if not np.isfinite(arr).all() or (arr < 0).any() or (arr > 1).any():

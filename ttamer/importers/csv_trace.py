@@ -200,7 +200,8 @@ def _floats(df: pd.DataFrame, col: str) -> NDArray[np.float64]:
 
 def _integers(df: pd.DataFrame, col: str) -> NDArray[np.int64]:
     vals = _floats(df, col)
-    bad = np.flatnonzero(~np.isfinite(vals) | (vals % 1 != 0) | (np.abs(vals) > 2.0**53))
+    with np.errstate(invalid="ignore"):  # inf % 1 is NaN: caught by the first test
+        bad = np.flatnonzero(~np.isfinite(vals) | (vals % 1 != 0) | (np.abs(vals) > 2.0**53))
     if bad.size:
         raise TraceError(
             col, f"line {bad[0] + 2} holds {_py(df[col].iloc[bad[0]])!r}, not an integer class id"
