@@ -43,3 +43,14 @@ def test_bad_commands_stop_with_one_line(tmp_path: Path, args: list[str], field:
     assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not any(tmp_path.iterdir())  # no output or multirun folder was made
+
+
+def test_a_bad_wandb_mode_in_the_environment_stops_before_running(tmp_path: Path) -> None:
+    env = {**os.environ, "WANDB_MODE": "bogus"}
+    proc = subprocess.run([sys.executable, "-m", "ttamer.run", "workload=synthetic"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: WANDB_MODE: (environment) must be one of offline, online, disabled, got 'bogus'"
+    ]
+    assert not any(tmp_path.iterdir())

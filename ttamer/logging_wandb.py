@@ -24,6 +24,8 @@ from typing import Any
 
 import pandas as pd
 
+from ttamer.errors import FieldError
+
 BACKENDS = ("wandb", "none")
 MODES = ("offline", "online", "disabled")
 MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # wandb's older spellings of WANDB_MODE
@@ -57,7 +59,7 @@ class LoggerConfig:
         env = os.environ.get("WANDB_MODE", "").strip().lower()
         env = MODE_ALIASES.get(env, env)
         if env and env not in MODES:
-            raise ValueError(f"WANDB_MODE: must be one of {MODES}, got {env!r}")
+            raise FieldError("WANDB_MODE", f"(environment) must be one of {', '.join(MODES)}, got {env!r}")
         return env or self.mode
 
 

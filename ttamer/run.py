@@ -449,6 +449,7 @@ def prepare_command(argv: list[str]) -> list[str]:
         overrides = OverridesParser.create().parse_overrides(words)
     except Exception as exc:  # OverrideParseException
         raise FieldError("command line", one_line(exc).split(" See ")[0]) from None
+    LoggerConfig().effective_mode()  # WANDB_MODE in the environment
     multirun = "-m" in argv or "--multirun" in argv
     sweeps = [o.input_line for o in overrides if o.is_sweep_override()]
     if sweeps and not multirun:
