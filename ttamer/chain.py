@@ -189,8 +189,8 @@ def chain_from_json_dict(data: Any) -> Chain:
     transitions = data.get("transitions", [])
     if not isinstance(transitions, list):
         raise ChainError("transitions", "must be a list of matrices")
-    for key in ("losses", "initial", "transitions", "costs"):
-        refuse_booleans(data.get(key), key, ChainError)
+    for key, base in (("losses", 1), ("initial", 0), ("transitions", 2), ("costs", 0)):
+        refuse_booleans(data.get(key), key, ChainError, base)
     if not isinstance(data.get("name", ""), str):
         raise ChainError("name", "must be a string")
     return Chain.build(losses, data["initial"], transitions, data["costs"], data.get("name", ""))

@@ -109,16 +109,17 @@ def load_json(path: str | os.PathLike[str], error: type[FieldError] = FieldError
         raise error("file", f"{path} is not valid JSON ({exc})") from None
 
 
-def refuse_booleans(value: Any, field: str, error: type[FieldError] = FieldError) -> None:
+def refuse_booleans(value: Any, field: str, error: type[FieldError] = FieldError, base: int = 0) -> None:
     """A number field read from JSON must hold numbers: ``true`` / ``false`` are refused (Python
-    would read them as 1 and 0)."""
-    stack: list[tuple[Any, str]] = [(value, field)]
+    would read them as 1 and 0). ``base``: the number of the field's first entry in messages
+    (1 for ``losses``, whose stages count from 1)."""
+    stack: list[tuple[Any, str, int]] = [(value, field, base)]
     while stack:
-        v, where = stack.pop()
+        v, where, first = stack.pop()
         if isinstance(v, bool):
             raise error(where, f"holds {str(v).lower()}, not a number")
         if isinstance(v, list):
-            stack.extend((x, f"{where}[{i}]") for i, x in enumerate(v))
+            stack.extend((x, f"{where}[{i + first}]", 0) for i, x in enumerate(v))
 
 
 class NpzFile:
@@ -216,6 +217,7 @@ def scalar(npz: NpzFile, key: str, kind: str = "number") -> Any:
     if npz.shape(key) != ():
         raise npz.error(key, f"must be a single value, got an array of shape {npz.shape(key)}")
     value = npz[key][()]
+    value = value.item() if isinstance(value, np.generic) else value
     if kind == "text":
         return str(value)
     if isinstance(value, (str, bytes, np.str_, np.bytes_)) or isinstance(value, (bool, np.bool_)):
