@@ -241,6 +241,7 @@ def load_trace(path: str | os.PathLike[str]) -> Trace:
         for key in ("labels", "pred", "conf", "cost"):
             if key not in keys:
                 raise TraceError(key, "is missing")
+        _check_npz_shapes(npz)
         return Trace.build(
             npz["labels"],
             npz["pred"],
@@ -251,6 +252,20 @@ def load_trace(path: str | os.PathLike[str]) -> Trace:
             npz["probs"] if "probs" in keys else None,
             _meta(npz) if "meta_json" in keys else {},
         )
+
+
+def _check_npz_shapes(npz: NpzFile) -> None:
+    """The arrays' shapes from their headers, before any data is read (a huge array of the
+    wrong shape is refused without being loaded)."""
+    pred = npz.shape("pred")
+    if len(pred) != 2:
+        raise TraceError("pred", f"must be (samples, stages), got shape {pred}")
+    want = {"labels": pred[:1], "conf": pred, "cost": pred[1:]}
+    for key, shape in want.items():
+        if npz.shape(key) != shape:
+            raise TraceError(key, f"has shape {npz.shape(key)}, expected {shape} from pred")
+    if "probs" in npz and npz.shape("probs")[:2] != pred:
+        raise TraceError("probs", f"has shape {npz.shape('probs')}, expected {pred} + (classes,)")
 
 
 def _stage_names(npz: NpzFile) -> list[str]:
