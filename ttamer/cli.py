@@ -236,6 +236,8 @@ def _summarise_trace(trace: Any, out: str, seconds: float) -> str:
 def _save_trace_out(trace: Any, out: str) -> None:
     from ttamer.traces import save_trace
 
+    if not out.endswith(".npz"):
+        raise UsageError(f"--out: a trace is written as .npz, got {out}")
     try:
         save_trace(trace, out)  # atomic
     except OSError as exc:
