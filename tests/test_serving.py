@@ -429,3 +429,28 @@ def test_bad_serving_input_is_refused_by_name(call: Callable[..., Any], field: s
         call(model, rule, x)
     assert err.value.field == field, str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_request_checks_understand_text_batches() -> None:
+    """Text workloads serve (raw sentences, token batch) pairs: counted by their rows, and a
+    NaN inside a batch object (a dataclass of tensors) is still found."""
+    from dataclasses import dataclass
+
+    from ttamer.errors import FieldError
+    from ttamer.serving.checks import check_requests
+    from ttamer.workloads.text_exits import TokenBatch
+
+    tokens = TokenBatch(torch.ones((3, 4), dtype=torch.long), torch.ones((3, 4), dtype=torch.long))
+    assert check_requests((["a", "b", "c"], tokens)) == 3
+    assert check_requests(tokens, 2) == 2
+    with pytest.raises(FieldError, match="asks for 4"):
+        check_requests((["a", "b", "c"], tokens), 4)
+
+    @dataclass
+    class Hidden:
+        hidden: torch.Tensor
+
+    bad = torch.zeros((3, 2))
+    bad[1, 0] = float("nan")
+    with pytest.raises(FieldError, match="request 1 holds NaN"):
+        check_requests(Hidden(bad))

@@ -5,6 +5,7 @@ NaN or infinite values, a shape the model's first stage cannot take)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -47,22 +48,36 @@ def check_wait(value: Any, field: str = "max_wait_s") -> float | None:
 
 
 def _arrays(requests: Any) -> Iterator[Any]:
-    """The tensors and arrays inside a batch of requests (a tensor, an array, or a tuple, list
-    or dict of them, as :func:`ttamer.serving.runtime.take_rows` accepts)."""
+    """The float-capable tensors and arrays inside a batch of requests (a tensor, an array, or a
+    tuple or dict of them; dataclasses such as token batches are looked into)."""
     if isinstance(requests, (torch.Tensor, np.ndarray)):
         yield requests
-    elif isinstance(requests, (tuple, list)):
+    elif isinstance(requests, tuple):
         for part in requests:
             yield from _arrays(part)
     elif isinstance(requests, dict):
         for part in requests.values():
             yield from _arrays(part)
+    elif dataclasses.is_dataclass(requests) and not isinstance(requests, type):
+        for f in dataclasses.fields(requests):
+            yield from _arrays(getattr(requests, f.name))
 
 
 def request_rows(requests: Any) -> int | None:
-    """The number of requests (rows of the first array inside), None if none is found."""
-    for arr in _arrays(requests):
-        return int(arr.shape[0]) if arr.ndim else None
+    """The number of requests in a batch: rows of a tensor or array, items of a list of raw
+    requests, ``len`` of a batch object (a token batch), the first of a tuple's parts; None for
+    anything else."""
+    if isinstance(requests, (torch.Tensor, np.ndarray)):
+        return int(requests.shape[0]) if requests.ndim else None
+    if isinstance(requests, tuple):
+        return request_rows(requests[0]) if requests else None
+    if isinstance(requests, list) or (
+        hasattr(requests, "__len__") and not isinstance(requests, (str, bytes, dict))
+    ):
+        try:
+            return len(requests)
+        except TypeError:
+            return None
     return None
 
 
