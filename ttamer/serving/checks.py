@@ -71,6 +71,9 @@ def request_rows(requests: Any) -> int | None:
         return int(requests.shape[0]) if requests.ndim else None
     if isinstance(requests, tuple):
         return request_rows(requests[0]) if requests else None
+    if dataclasses.is_dataclass(requests) and not hasattr(requests, "__len__"):
+        first = next((a for a in _arrays(requests) if a.ndim), None)
+        return None if first is None else int(first.shape[0])
     if isinstance(requests, list) or (
         hasattr(requests, "__len__") and not isinstance(requests, (str, bytes, dict))
     ):
