@@ -46,6 +46,11 @@ class Producer:
         return make_trace(self.calls)
 
 
+def visible(folder: Path) -> list[Path]:
+    """The cache folder's entries but its ``.locks`` folder."""
+    return [p for p in folder.iterdir() if p.name != ".locks"]
+
+
 def assert_same_arrays(a: Trace, b: Trace) -> None:
     for name in ("labels", "pred", "conf", "cost", "probs"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
@@ -62,7 +67,7 @@ def test_second_call_reuses_the_file(tmp_path: Path) -> None:
     assert_same_arrays(second, make_trace(1))
     assert second.meta["cache_key"] == config_key(CONFIG)
     assert second.meta["source"] == "test"
-    assert [p.name for p in tmp_path.iterdir()] == [cache_path(tmp_path, "toy", CONFIG).name]
+    assert [p.name for p in visible(tmp_path)] == [cache_path(tmp_path, "toy", CONFIG).name]
 
 
 CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
@@ -139,7 +144,7 @@ def test_different_configs_give_different_files(tmp_path: Path) -> None:
         cached_trace("toy", config, produce, tmp_path)
     cached_trace("other", CONFIG, produce, tmp_path)
     assert produce.calls == 4
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in visible(tmp_path))
     assert len(names) == 4
     assert names == sorted(
         cache_path(tmp_path, n, c).name for n, c in [*(("toy", c) for c in configs), ("other", CONFIG)]
@@ -160,10 +165,10 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         cached_trace("toy", CONFIG, produce, tmp_path / "cache")
-    assert list(path.parent.iterdir()) == []
+    assert list(visible(path.parent)) == []
     monkeypatch.setattr(os, "replace", real_replace)
     cached_trace("toy", CONFIG, produce, tmp_path / "cache")
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left over
+    assert [p.name for p in visible(path.parent)] == [path.name]  # no temporary file left over
 
 
 def test_traces_of_an_older_format_are_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,4 +182,52 @@ def test_traces_of_an_older_format_are_rebuilt(tmp_path: Path, monkeypatch: pyte
     assert not reused and produce.calls == 2
     assert trace.meta["trace_format"] == str(cache.TRACE_FORMAT)
     assert trace.meta["cache_key"] == config_key(CONFIG)
-    assert len(list(tmp_path.iterdir())) == 2  # the old file is left alone, never read again
+    assert len(list(visible(tmp_path))) == 2  # the old file is left alone, never read again
+
+
+RACER = """
+import sys, time
+import numpy as np
+from ttamer.traces import Trace
+from ttamer.workloads.cache import cached_trace
+
+def produce():
+    with open(sys.argv[2], "a") as log:
+        log.write("built\\n")
+    time.sleep(1.0)  # long enough for the other job to arrive while this one builds
+    return Trace.build([0, 1, 1], [[0, 1], [1, 1], [1, 0]], [[0.6, 0.7], [0.9, 0.8], [0.5, 0.9]], [1.0, 2.0])
+
+trace, reused = cached_trace("race", {"x": 1}, produce, sys.argv[1])
+print("reused" if reused else "built", trace.meta["content_sha256"])
+"""
+
+
+def test_two_jobs_racing_for_one_trace_build_it_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    log = tmp_path / "builds.txt"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(tmp_path / "cache"), str(log)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert log.read_text() == "built\n"  # one build, the other job waited and reused it
+    assert sorted(o[0] for o in outs) == ["built", "reused"]
+    assert outs[0][1] == outs[1][1]
+
+
+def test_waiting_too_long_for_a_trace_names_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from filelock import FileLock
+
+    monkeypatch.setenv("TTAMER_CACHE_LOCK_TIMEOUT", "0.3")
+    path = cache_path(tmp_path, "toy", CONFIG)
+    (tmp_path / ".locks").mkdir()
+    held = FileLock(str(tmp_path / ".locks" / (path.name + ".lock")))
+    with held, pytest.raises(TimeoutError, match=r"\.locks/toy-.*\.lock: another job is still building"):
+        cached_trace("toy", CONFIG, Producer(), tmp_path)

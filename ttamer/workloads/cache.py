@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,35 @@ def cache_path(cache_dir: str | Path, name: str, config: Mapping[str, Any]) -> P
     return Path(cache_dir) / f"{name}-{config_key(config)}.npz"
 
 
+LOCK_TIMEOUT_S = 6 * 3600.0
+"""How long a job waits for another job building the same cached trace (``TTAMER_CACHE_LOCK_TIMEOUT``)."""
+
+
+@contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Hold ``<folder>/.locks/<file>.lock`` while a cached file is checked and, if need be, built: jobs that
+    need the same trace (parallel launchers, several machines on one shared folder) build it
+    once; the others wait, then reuse it. The lock is the operating system's (a job that dies
+    releases it); waiting longer than the timeout raises :class:`TimeoutError` naming the lock."""
+    from filelock import FileLock, Timeout
+
+    timeout = float(os.environ.get("TTAMER_CACHE_LOCK_TIMEOUT", LOCK_TIMEOUT_S))
+    lock_path = path.parent / ".locks" / (path.name + ".lock")  # kept apart from the cached files
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=timeout, poll_interval=0.2)
+    except Timeout:
+        raise TimeoutError(
+            f"waited {timeout:g} s for {portable_path(lock_path)}: another job is still building "
+            "this trace (TTAMER_CACHE_LOCK_TIMEOUT sets the wait)"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def cached_trace(
     name: str,
     config: Mapping[str, Any],
@@ -60,7 +91,19 @@ def cached_trace(
     """The trace for ``config``: from the cache when valid, else ``produce()`` (then cached).
 
     Returns ``(trace, reused)``. The file is ``<cache_dir>/<name>-<config key>.npz``; the trace's
-    ``meta`` records the key and the config, and a file whose key does not match is rebuilt."""
+    ``meta`` records the key and the config, and a file whose key does not match is rebuilt.
+    Concurrent callers for the same file build it once (:func:`cache_lock`)."""
+    with cache_lock(cache_path(cache_dir, name, config)):
+        return _cached_trace(name, config, produce, cache_dir, recompute)
+
+
+def _cached_trace(
+    name: str,
+    config: Mapping[str, Any],
+    produce: Callable[[], Trace],
+    cache_dir: str | Path,
+    recompute: bool,
+) -> tuple[Trace, bool]:
     key = config_key(config)
     path = cache_path(cache_dir, name, config)
     if path.exists() and not recompute:
@@ -147,10 +190,17 @@ def cached_model(
     reused)``. Both come from the cache when the trace and the weights saved with it are there
     and valid; otherwise the workload is trained again and both are (re)written (the trace is
     rebuilt too, so that it is always the trace of the saved weights)."""
-    import importlib
-
     if name not in MODEL_WORKLOADS:
         raise ValueError(f"no trained model for workload {name!r}; known: {sorted(MODEL_WORKLOADS)}")
+    with cache_lock(cache_path(cache_dir, name, config)):
+        return _cached_model(name, config, cache_dir, out_dir, recompute)
+
+
+def _cached_model(
+    name: str, config: Mapping[str, Any], cache_dir: str | Path, out_dir: str | Path, recompute: bool
+) -> tuple[Any, Trace, bool]:
+    import importlib
+
     module = importlib.import_module(MODEL_WORKLOADS[name])
     key = config_key(config)
     tpath, wpath = cache_path(cache_dir, name, config), weights_path(cache_dir, name, config)
@@ -179,7 +229,7 @@ def cached_model(
         trace, trained["model"] = module.produce_with_model(dict(config), Path(out_dir))
         return trace
 
-    trace, _ = cached_trace(name, config, produce, cache_dir, recompute=True)
+    trace, _ = _cached_trace(name, config, produce, cache_dir, recompute=True)
     save_weights(trained["model"], wpath)
     log.info("saved weights %s", portable_path(wpath))
     return trained["model"], trace, False
