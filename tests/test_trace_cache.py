@@ -207,14 +207,8 @@ def test_two_jobs_racing_for_one_trace_build_it_once(tmp_path: Path) -> None:
     import sys
 
     log = tmp_path / "builds.txt"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", RACER, str(tmp_path / "cache"), str(log)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for _ in range(2)
-    ]
+    cmd = [sys.executable, "-c", RACER, str(tmp_path / "cache"), str(log)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert log.read_text() == "built\n"  # one build, the other job waited and reused it
