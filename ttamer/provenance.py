@@ -296,6 +296,21 @@ def summary_rows(sweep_dir: Path, job_dirs: Sequence[Path] | None = None) -> lis
     return rows
 
 
+def done_before(sweep_dir: Path, rows: Sequence[Mapping[str, Any]], started: dt.datetime) -> int:
+    """How many ``done`` jobs of the summary finished before ``started`` (the multirun's start):
+    the jobs this multirun skipped. Read from their ``DONE`` markers, so it holds whichever
+    launcher ran the jobs (in other processes or on other machines sharing the folder)."""
+    count = 0
+    for r in rows:
+        marker = read_json(sweep_dir / str(r["job"]) / DONE) if r["status"] == "done" else None
+        try:
+            ended = dt.datetime.fromisoformat(str(marker["ended"])) if marker else None
+        except (KeyError, ValueError):
+            ended = None
+        count += ended is not None and ended < started
+    return count
+
+
 def summary_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
@@ -390,11 +405,12 @@ class MultirunSummary(_Callback):
         self.filename = filename
         self.fail_exit_code = fail_exit_code
         self.job_dirs: list[Path] = []
-        self.skipped = 0
+        self.started = dt.datetime.now(dt.timezone.utc)
         _keep_identical_hydra_files()
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         """Remember ``multirun.yaml`` as it is: Hydra rewrites it before the jobs run."""
+        self.started = dt.datetime.now(dt.timezone.utc)
         path = Path(str(config.hydra.sweep.dir)) / "multirun.yaml"
         self._multirun_yaml = (path, path.read_bytes(), path.stat()) if path.is_file() else None
 
@@ -410,8 +426,6 @@ class MultirunSummary(_Callback):
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         try:
             self.job_dirs.append(Path(str(config.hydra.runtime.output_dir)))
-            if getattr(job_return, "_return_value", None) == "skipped":
-                self.skipped += 1
         except Exception:  # pragma: no cover - never let bookkeeping break a job
             pass
 
@@ -425,11 +439,10 @@ class MultirunSummary(_Callback):
         failed = [r for r in rows if r["status"] != "done"]
         # print, not log: the root logger still writes into the last job's log file here
         print(f"\nmultirun summary ({sweep_dir / self.filename}):\n{summary_text(rows)}", flush=True)
-        if self.skipped:
-            print(
-                f"skipped {self.skipped} of {len(rows)} jobs: already done (force=true reruns them)",
-                flush=True,
-            )
+        skipped = done_before(sweep_dir, rows, self.started)
+        if skipped:
+            note = f"skipped {skipped} of {len(rows)} jobs: already done (force=true reruns them)"
+            print(note, flush=True)
         if failed:
             print(f"{len(failed)} of {len(rows)} jobs did not finish (see their provenance.json)",
                   file=sys.stderr, flush=True)  # fmt: skip
