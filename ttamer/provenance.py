@@ -28,6 +28,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -362,6 +363,15 @@ def portable_hydra_config(cfg: Any) -> Any:
     return out
 
 
+def _same_but_job_id(old: str, new: str) -> bool:
+    """Whether two saved Hydra configs are equal but for ``hydra.job.id`` (a launcher's job id,
+    e.g. submitit's, differs on every launch and says nothing about the results)."""
+    if old == new:
+        return True
+    drop = re.compile(r"^    id: .*$", re.MULTILINE)  # hydra.job.id, four spaces deep
+    return drop.sub("", old) == drop.sub("", new)
+
+
 def _keep_identical_hydra_files() -> None:
     """Make Hydra's ``.hydra/*.yaml`` writer leave a file alone when its content is unchanged, so
     rerunning a finished job rewrites nothing (Hydra writes them before the task function runs).
@@ -380,10 +390,11 @@ def _keep_identical_hydra_files() -> None:
         if filename == "hydra.yaml":
             cfg = portable_hydra_config(cfg)
         try:
-            if path.read_text(encoding="utf-8") == OmegaConf.to_yaml(cfg):
-                return
+            old = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
-            pass
+            old = None
+        if old is not None and _same_but_job_id(old, OmegaConf.to_yaml(cfg)):
+            return
         original(cfg, filename, output_dir)
 
     save_config._ttamer_if_changed = True  # type: ignore[attr-defined]

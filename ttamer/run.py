@@ -43,6 +43,7 @@ from ttamer.logging_wandb import ExperimentLogger, LoggerConfig
 from ttamer.plotting import plot_lower_bound, plot_pareto, plot_ratio_distribution
 from ttamer.plotting_graphs import plot_stage_usage
 from ttamer.plotting_traces import plot_calibration, plot_trace_pareto
+from ttamer.provenance import _keep_identical_hydra_files
 from ttamer.studies.graph_study import GraphStudyConfig, run_graph_study
 from ttamer.studies.synthetic_study import (
     SyntheticStudyConfig,
@@ -58,6 +59,9 @@ log = logging.getLogger(__name__)
 
 CONF_DIR = os.environ.get("TTAMER_CONF_DIR") or str(Path(__file__).resolve().parent.parent / "conf")
 register_configs()  # the typed schemas behind conf/ (base_config, workload/base_<name>, ...)
+# also in launcher workers (joblib, submitit, Ray), which import this module to run a job: Hydra's
+# .hydra/*.yaml are written portable and left alone when unchanged
+_keep_identical_hydra_files()
 
 
 def synthetic_study_config(cfg: DictConfig) -> SyntheticStudyConfig:
@@ -458,6 +462,12 @@ def prepare_command(argv: list[str]) -> list[str]:
         check_job(job)
     if multirun and not any(o.key_or_group.startswith("hydra.sweep.dir") for o in overrides):
         argv = [*argv, f"hydra.sweep.dir=multirun/{sweep_name(words)}"]
+    launcher = next((str(o.value()) for o in overrides if o.key_or_group == "hydra/launcher"), "")
+    if ("submitit" in launcher or "slurm" in launcher) and not any(
+        "submitit_folder" in o.key_or_group for o in overrides
+    ):
+        # submitit's job files beside, not inside, the sweep folder: a rerun writes nothing there
+        argv = [*argv, f"hydra.launcher.submitit_folder=multirun/.submitit/{sweep_name(words)}/%j"]
     return argv
 
 
@@ -533,4 +543,8 @@ def sweep_name(words: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    # run the module's own copy (not __main__'s), so launcher workers pickle the task function
+    # by reference and import this module, with its set-up, to run it
+    from ttamer.run import main as _main
+
+    _main()

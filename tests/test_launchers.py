@@ -1,0 +1,52 @@
+"""Multiruns through Hydra's launcher plugins: joblib (parallel processes), submitit's local
+executor and a local Ray instance. Each runs a two-job sweep, leaves a DONE marker per job, and
+the same command run again skips every job without writing a file in the sweep folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMALL = ["workload=synthetic", "workload.chains_per_family=2", "workload.lower_bound.n_alphas=4",
+         "workload.n_stages=3", "workload.n_states=3", "sweep.lam_grid.num=6", "progress=false",
+         "logger=none", "seed=0,1"]  # fmt: skip
+LAUNCHERS = {
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", ["hydra/launcher=submitit_local"]),
+    "ray": (
+        "hydra_plugins.hydra_ray_launcher",
+        ["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2"],
+    ),
+}
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "run.log"
+    }
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_launcher_multirun_then_skip_everything(tmp_path: Path, launcher: str) -> None:
+    module, overrides = LAUNCHERS[launcher]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{launcher} launcher not installed (pip install -e '.[launchers]')")
+    cmd = [sys.executable, "-m", "ttamer.run", "-m", *SMALL, *overrides]
+    env = {**os.environ, "WANDB_MODE": "disabled", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    (sweep,) = [p for p in (tmp_path / "multirun").iterdir() if not p.name.startswith(".")]
+    assert len(list(sweep.rglob("DONE"))) == 2
+    assert (sweep / "multirun_summary.csv").read_text().count(",done,") == 2
+    before = snapshot(sweep)
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "skipped 2 of 2 jobs" in again.stdout
+    assert snapshot(sweep) == before  # not a file written, not a time touched
