@@ -5,6 +5,7 @@ the same command run again skips every job without writing a file in the sweep f
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,9 @@ LAUNCHERS = {
         ["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2"],
     ),
 }
+
+
+EXPECTED = {"joblib": "JoblibLauncher", "submitit_local": "LocalLauncher", "ray": "RayLauncher"}
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
@@ -45,6 +49,8 @@ def test_launcher_multirun_then_skip_everything(tmp_path: Path, launcher: str) -
     (sweep,) = [p for p in (tmp_path / "multirun").iterdir() if not p.name.startswith(".")]
     assert len(list(sweep.rglob("DONE"))) == 2
     assert (sweep / "multirun_summary.csv").read_text().count(",done,") == 2
+    records = [json.loads(p.read_text()) for p in sweep.rglob("provenance.json")]
+    assert {r["launcher"] for r in records} == {EXPECTED[launcher]} and all(r["host"] for r in records)
     before = snapshot(sweep)
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

@@ -386,7 +386,9 @@ def hydra_main(cfg: DictConfig) -> str:
         log.info("removed %d temporary files left by an interrupted run", len(stale))
     if provenance.remove_unfinished_wandb_runs(out):
         log.info("removed the W&B offline runs of an earlier, unfinished attempt")
-    job = {"job": hc.job.name, "job_num": hc.job.num if multirun else None, "output_dir": portable_path(out)}
+    launcher = str(hc.launcher.get("_target_", "")).rsplit(".", 1)[-1]  # e.g. JoblibLauncher
+    job = {"job": hc.job.name, "job_num": hc.job.num if multirun else None, "output_dir": portable_path(out),
+           "launcher": launcher, "launcher_job_id": OmegaConf.select(hc.job, "id", default=None)}  # type: ignore[arg-type]  # fmt: skip
     record = provenance.JobRecord(out, key, overrides, job).begin()
     try:
         if container is None:
