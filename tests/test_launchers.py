@@ -56,3 +56,22 @@ def test_launcher_multirun_then_skip_everything(tmp_path: Path, launcher: str) -
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "skipped 2 of 2 jobs" in again.stdout
     assert snapshot(sweep) == before  # not a file written, not a time touched
+
+
+def test_parallel_jobs_needing_one_trace_build_it_once(tmp_path: Path) -> None:
+    """Two joblib jobs of one digits trace (they differ only in how it is fitted): one trains
+    and caches it, the other waits for the lock and reuses it."""
+    if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
+        pytest.skip("joblib launcher not installed")
+    cmd = [sys.executable, "-m", "ttamer.run", "-m", "workload=digits", "workload.train.epochs=2",
+           "workload.fit.n_bins=4,6", "workload.n_splits=2", "policy.trace=[recall,static]", "logger=none",
+           "progress=false", f"workload.cache_dir={tmp_path / 'cache'}", "hydra/launcher=joblib",
+           "hydra.launcher.n_jobs=2"]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    traces = sorted(p.name for p in (tmp_path / "cache").glob("digits-*.npz"))
+    assert len(traces) == 1
+    logs = [p.read_text() for p in (tmp_path / "multirun").rglob("run.log")]
+    assert sum("digits trace: 500 samples, 4 stages (computed)" in log for log in logs) == 1
+    assert sum("(reused from cache)" in log for log in logs) == 1
