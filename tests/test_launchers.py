@@ -33,7 +33,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
     return {
         p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "run.log"
+        if p.is_file()
     }
 
 
@@ -75,3 +75,22 @@ def test_parallel_jobs_needing_one_trace_build_it_once(tmp_path: Path) -> None:
     logs = [p.read_text() for p in (tmp_path / "multirun").rglob("run.log")]
     assert sum("digits trace: 500 samples, 4 stages (computed)" in log for log in logs) == 1
     assert sum("(reused from cache)" in log for log in logs) == 1
+
+
+def test_wandb_offline_runs_stay_one_per_job_with_joblib(tmp_path: Path) -> None:
+    if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
+        pytest.skip("joblib launcher not installed")
+    cmd = [sys.executable, "-m", "ttamer.run", "-m", *[a for a in SMALL if a != "logger=none"],
+           *LAUNCHERS["joblib"][1]]  # fmt: skip
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(tmp_path / "elsewhere"),
+    }
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = sorted(p.parent for p in (tmp_path / "multirun").rglob("DONE"))
+    assert len(jobs) == 2
+    for job in jobs:
+        assert len(list((job / "wandb").glob("offline-run-*"))) == 1, job

@@ -351,6 +351,17 @@ def job_logger_config(cfg: DictConfig, out: Path) -> LoggerConfig:
     return dataclasses.replace(lc, **changes)
 
 
+def detach_job_log(out: Path) -> None:
+    """Stop the logging handlers that write into ``out`` (Hydra's ``run.log``): a skipped job's
+    folder must stay untouched, also by what a launcher logs after the job (submitit does)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        name = getattr(handler, "baseFilename", None)
+        if name is not None and Path(name).parent.resolve() == out.resolve():
+            root.removeHandler(handler)
+            handler.close()
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> str:
     """Run the composed workload and write its results into the Hydra run folder.
@@ -378,6 +389,7 @@ def hydra_main(cfg: DictConfig) -> str:
         # printed, not logged: a skipped job leaves its folder (run.log included) untouched
         done = f"skipping: already done ({portable_path(out)}, config {key[:12]}); force=true reruns it"
         print(done, flush=True)
+        detach_job_log(out)
         return "skipped"
     if provenance.done_hash(out) == key:  # marked done, but a result was deleted or changed
         log.warning("redoing %s: %s", portable_path(out), why)
