@@ -46,7 +46,7 @@ def plain_walk(trace, model):
                 inc_est = min(float(model.p_cur[i - 1][z_prev]), float(model.p_inc[i - 1][z_prev]))
                 e = int(np.searchsorted(model.incumbent_edges[i], inc_est, side="right"))
                 agree = int(trace.pred[k, i] == trace.pred[k, rs[-1]])
-                n_b, n_e = model.score_edges[i].size + 1, model.incumbent_edges[i].size + 1
+                n_b, n_e = model.bin_counts(i)
                 z = b + n_b * (e + n_e * agree)
                 r = i if float(model.p_cur[i][z]) < float(model.p_inc[i][z]) else rs[-1]
             zs.append(z)
@@ -89,7 +89,7 @@ def test_estimates_are_shrunk_and_agreeing_answers_share_one_estimate():
         for p in (model.p_cur[i], model.p_inc[i][: model.p_cur[i].size] if i else model.p_cur[i]):
             assert np.all((p > 0) & (p < 1))
         if i:
-            n_b, n_e = model.score_edges[i].size + 1, model.incumbent_edges[i].size + 1
+            n_b, n_e = model.bin_counts(i)
             agree = np.arange(model.p_cur[i].size) >= n_b * n_e
             np.testing.assert_array_equal(model.p_cur[i][agree], model.p_inc[i][agree])
             t = model.transitions[i - 1]

@@ -118,6 +118,10 @@ class PosteriorModel:
     def n_stages(self) -> int:
         return len(self.p_cur)
 
+    def bin_counts(self, i: int) -> tuple[int, int]:
+        """``(B_i, E_i)``: stage ``i``'s score bins and incumbent bins (``E_0 = 1``)."""
+        return self.score_edges[i].size + 1, self.incumbent_edges[i].size + 1
+
     @cached_property
     def keep_current(self) -> tuple[BoolArray, ...]:
         return tuple(c < p for c, p in zip(self.p_cur, self.p_inc, strict=True))
@@ -156,13 +160,9 @@ class PosteriorModel:
             estimate = self.loss[i - 1][states[:, i - 1]]
             e = np.searchsorted(self.incumbent_edges[i], estimate, side="right")
             agree = (trace.pred[:, i] == trace.pred[rows, inc]) & self.config.agreement
-            states[:, i] = encode(bins[:, i], e, agree, self.score_edges[i].size + 1, e_count(self, i))
+            states[:, i] = encode(bins[:, i], e, agree, *self.bin_counts(i))
             returned[:, i] = np.where(self.keep_current[i][states[:, i]], i, inc)
         return Walk(states, returned)
-
-
-def e_count(model: PosteriorModel, i: int) -> int:
-    return model.incumbent_edges[i].size + 1
 
 
 def encode(b: IntArray, e: IntArray, agree: BoolArray, n_b: int, n_e: int) -> IntArray:

@@ -280,8 +280,7 @@ class PosteriorRule:
         self.stop_sets = tuple(np.asarray(x[0], dtype=bool) for x in sol.stop)
         m = self.model
         self._loss, self._keep = m.loss, m.keep_current
-        self._n_b = [e.size + 1 for e in m.score_edges]
-        self._n_e = [e.size + 1 for e in m.incumbent_edges]
+        self._n_b, self._n_e = zip(*(m.bin_counts(i) for i in range(m.n_stages)), strict=True)
         # the batch-1 fast path works on Python lists of the same float64 values
         self._score_edges1 = [[float(v) for v in e] for e in m.score_edges]
         self._inc_edges1 = [[float(v) for v in e] for e in m.incumbent_edges]
