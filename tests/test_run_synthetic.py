@@ -156,3 +156,30 @@ def test_wandb_offline_run_folder(tmp_path: Path) -> None:
 def test_wandb_disabled_by_environment(tmp_path: Path) -> None:
     _run(tmp_path, "logger=wandb", WANDB_MODE="disabled")
     assert not (tmp_path / "wandb").exists()
+
+
+def test_every_lower_bound_instance_is_saved_and_solves_to_its_ratio(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """instances/lower_bound/ holds every instance of the table; solving each file (the
+    library, and ``ttamer solve`` on some) gives the table's ratio within 1e-9."""
+    import json
+
+    from ttamer.chain import load_chain
+    from ttamer.cli import main
+    from ttamer.solvers import solve_no_recall, solve_recall
+
+    table = pd.read_csv(run_dir / "synthetic_lower_bound.csv")
+    files = sorted((run_dir / "instances" / "lower_bound").glob("*.json"))
+    assert len(files) == len(table) == table["instance"].nunique()
+    for row in table.itertuples():
+        chain = load_chain(run_dir / row.instance)
+        ratio = float(solve_no_recall(chain, row.lam).value[0] / solve_recall(chain, row.lam).value[0])
+        assert ratio == pytest.approx(row.ratio, rel=1e-9, abs=1e-9)
+    for row in table.iloc[:: max(1, len(table) // 6)].itertuples():
+        values = {}
+        for policy in ("recall", "no-recall"):
+            args = ["solve", str(run_dir / row.instance), "--lam", repr(row.lam), "--policy", policy]
+            assert main(args) == 0
+            values[policy] = json.loads(capsys.readouterr().out)["objective"]
+        assert values["no-recall"] / values["recall"] == pytest.approx(row.ratio, rel=1e-9)

@@ -130,6 +130,16 @@ class ExperimentLogger:
             return
         self._run.log({key: self._wandb.Image(str(path), caption=caption)})
 
+    def log_artifact(
+        self, name: str, kind: str, folder: str | os.PathLike[str], metadata: Mapping[str, Any]
+    ) -> None:
+        """Every file under ``folder`` as one versioned W&B artifact ``name`` of type ``kind``."""
+        if self._run is None:
+            return
+        artifact = self._wandb.Artifact(name, type=kind, metadata=dict(metadata))
+        artifact.add_dir(str(folder))
+        self._run.log_artifact(artifact)
+
     def finish(self) -> None:
         if self._run is not None:
             self._run.finish()

@@ -15,15 +15,17 @@ Everything is plain numpy/pandas: no Hydra here; :mod:`ttamer.run` builds the co
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from ttamer.chain import Chain, check_lambda
+from ttamer.chain import Chain, check_lambda, save_chain
 from ttamer.solvers import (
     evaluate_no_recall_solution,
     evaluate_recall_solution,
@@ -165,6 +167,23 @@ def lower_bound_table(cfg: SyntheticStudyConfig) -> pd.DataFrame:
     ]
     rows += [_lower_bound_row(float(a), 2, 0.0, 1.0, "theorem_3_4") for a in cfg.alphas]
     return pd.DataFrame(rows)
+
+
+def instance_name(row: Mapping[Any, Any]) -> str:
+    """The file name of one lower-bound instance: ``<case>_n<stages>_c<cost scale>_a<alpha>.json``."""
+    return f"{row['case']}_n{row['n_stages']}_c{float(row['cost_scale']):g}_a{float(row['alpha']):.6g}.json"
+
+
+def write_lower_bound_instances(table: pd.DataFrame, folder: Path) -> list[str]:
+    """Every instance of the lower-bound table as a chain JSON file in ``folder`` (atomic writes,
+    readable by ``ttamer solve``); the file names, in table order."""
+    names = []
+    for row in table.to_dict("records"):
+        name = instance_name(row)
+        chain = lower_bound_chain(float(row["alpha"]), int(row["n_stages"]), float(row["cost_scale"]))
+        save_chain(replace(chain, name=name.removesuffix(".json")), folder / name)
+        names.append(name)
+    return names
 
 
 # ---------------------------------------------------------------------- (b) random chains
