@@ -279,3 +279,22 @@ def test_auto_skips_candidates_the_trace_cannot_support():
     ctx = ScoringContext(bare.subset(np.arange(150)), bare.subset(np.arange(150, 300)))
     dec = make_policy("auto", candidates=("entropy", "max_softmax")).decide(ctx)
     assert dec.selected == "max_softmax"
+
+
+def test_a_full_swap_margin_is_posterior_no_recall() -> None:
+    """With ``swap_margin`` 1 the incumbent is never returned: the decisions are posterior no
+    recall's; a margin between 0 and 1 returns it only where its estimate is lower by that much."""
+    ctx = context(3, "multiclass")
+    grid = {"n_bins": (4,), "incumbent_bins": (6,), "shrinkage": (5.0,)}
+    never = make_policy("posterior_recall", swap_margin=(1.0,), **grid).decide(ctx)
+    plain = make_policy("posterior_no_recall", **grid).decide(ctx)
+    np.testing.assert_array_equal(never.returned, never.stop)
+    np.testing.assert_array_equal(never.stop, plain.stop)
+    policy = make_policy("posterior_recall", swap_margin=(0.05,), **grid)
+    model = fit_posterior(ctx.fit, policy.configs()[0])
+    for i in range(1, 3):
+        swap = ~model.keep_current[i]
+        assert np.all(model.p_inc[i][swap] + 0.05 <= model.p_cur[i][swap])
+        np.testing.assert_array_equal(model.loss[i], np.where(swap, model.p_inc[i], model.p_cur[i]))
+    with pytest.raises(FieldError):
+        PosteriorConfig(swap_margin=-0.1)

@@ -56,7 +56,10 @@ class PosteriorConfig:
     score. ``incumbent_bins``: quantile bins of the incumbent's estimated error.
     ``shrinkage``: pseudo-samples pulling a state's error rate toward its coarser estimate.
     ``transition_shrinkage``: the same for transition rows. ``agreement``: whether the state
-    records agreement with the incumbent (off: always "disagree", for ablations)."""
+    records agreement with the incumbent (off: always "disagree", for ablations).
+    ``swap_margin``: stopping returns the incumbent instead of the current answer only when its
+    estimated error is lower by at least this much (0: whenever lower; 1: never, which is
+    posterior no recall with the incumbent kept in the state)."""
 
     score: str = "max_softmax"
     n_bins: int = 10
@@ -64,6 +67,7 @@ class PosteriorConfig:
     shrinkage: float = 10.0
     transition_shrinkage: float = 10.0
     agreement: bool = True
+    swap_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
@@ -76,6 +80,8 @@ class PosteriorConfig:
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
                 raise FieldError(name, f"must be a positive number, got {value}")
+        if not np.isfinite(self.swap_margin) or not 0 <= self.swap_margin <= 1:
+            raise FieldError("swap_margin", f"must be a probability margin in [0, 1], got {self.swap_margin}")
 
 
 @dataclass(frozen=True)
@@ -124,11 +130,16 @@ class PosteriorModel:
 
     @cached_property
     def keep_current(self) -> tuple[BoolArray, ...]:
-        return tuple(c < p for c, p in zip(self.p_cur, self.p_inc, strict=True))
+        """Per state: stopping returns the current answer, unless the incumbent's estimated
+        error is lower by at least ``swap_margin`` (ties go to the incumbent)."""
+        m = self.config.swap_margin
+        return tuple(c < p + m for c, p in zip(self.p_cur, self.p_inc, strict=True))
 
     @cached_property
     def loss(self) -> tuple[FloatArray, ...]:
-        return tuple(np.minimum(c, p) for c, p in zip(self.p_cur, self.p_inc, strict=True))
+        """Per state: the estimated error of the answer stopping returns."""
+        parts = zip(self.keep_current, self.p_cur, self.p_inc, strict=True)
+        return tuple(np.where(k, c, p) for k, c, p in parts)
 
     @property
     def transitions(self) -> tuple[FloatArray, ...]:
@@ -253,7 +264,8 @@ def fit_posterior(trace: Trace, config: PosteriorConfig) -> PosteriorModel:
     state, ret = bins[:, 0], np.zeros(trace.n_samples, dtype=np.int64)
     observation, successor = [], []
     for i in range(1, trace.n_stages):
-        estimate = np.minimum(p_cur[-1], p_inc[-1])
+        keep = p_cur[-1] < p_inc[-1] + config.swap_margin
+        estimate = np.where(keep, p_cur[-1], p_inc[-1])
         edges = quantile_edges(estimate[state], config.incumbent_bins)
         n_b, n_e = s_edges[i].size + 1, edges.size + 1
         e = np.searchsorted(edges, estimate[state], side="right").astype(np.int64)
@@ -267,7 +279,7 @@ def fit_posterior(trace: Trace, config: PosteriorConfig) -> PosteriorModel:
         successor.append(succ)
         i_edges.append(edges)
         state = encode(bins[:, i], e, agree, n_b, n_e)
-        ret = np.where(p_cur[-1][state] < p_inc[-1][state], i, ret)
+        ret = np.where(p_cur[-1][state] < p_inc[-1][state] + config.swap_margin, i, ret)
     initial = normalise_rows(np.bincount(bins[:, 0], minlength=n_b0) + 0.5)
     return PosteriorModel(
         config,

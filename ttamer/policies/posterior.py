@@ -59,7 +59,8 @@ def posterior_decisions(
 
 
 def describe(config: PosteriorConfig) -> str:
-    return f"n_bins={config.n_bins} incumbent_bins={config.incumbent_bins} shrinkage={config.shrinkage:g}"
+    text = f"n_bins={config.n_bins} incumbent_bins={config.incumbent_bins} shrinkage={config.shrinkage:g}"
+    return text + (f" swap_margin={config.swap_margin:g}" if config.swap_margin else "")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class PosteriorRecallPolicy(LambdaSweep):
     n_bins: tuple[int, ...] = (3, 6, 12, 20)
     incumbent_bins: tuple[int, ...] = (4, 12)
     shrinkage: tuple[float, ...] = (10.0, 100.0)
+    swap_margin: tuple[float, ...] = (0.0,)
     agreement: bool = True
     cv_folds: int = 5
     cv_delta: float = 1.0
@@ -82,7 +84,7 @@ class PosteriorRecallPolicy(LambdaSweep):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("n_bins", "incumbent_bins", "shrinkage"):
+        for name in ("n_bins", "incumbent_bins", "shrinkage", "swap_margin"):
             value = getattr(self, name)
             if isinstance(value, (int, float)):
                 object.__setattr__(self, name, (value,))
@@ -95,10 +97,10 @@ class PosteriorRecallPolicy(LambdaSweep):
 
     def configs(self) -> list[PosteriorConfig]:
         """Every grid point, in the order of the grid (ties in cross-validation go to the first)."""
-        grid = itertools.product(self.n_bins, self.incumbent_bins, self.shrinkage)
+        grid = itertools.product(self.n_bins, self.incumbent_bins, self.shrinkage, self.swap_margin)
         return [
-            PosteriorConfig(self.score, int(b), int(e), float(m), float(m), self.agreement)
-            for b, e, m in grid
+            PosteriorConfig(self.score, int(b), int(e), float(m), float(m), self.agreement, float(d))
+            for b, e, m, d in grid
         ]
 
     def cross_validation(self) -> CrossValidation:
