@@ -183,3 +183,16 @@ def test_every_lower_bound_instance_is_saved_and_solves_to_its_ratio(
             assert main(args) == 0
             values[policy] = json.loads(capsys.readouterr().out)["objective"]
         assert values["no-recall"] / values["recall"] == pytest.approx(row.ratio, rel=1e-9)
+
+
+def test_every_random_chain_is_saved_and_solves_to_its_objectives(run_dir: Path) -> None:
+    from ttamer.chain import load_chain
+    from ttamer.solvers import solve_no_recall, solve_recall
+
+    ratios = pd.read_csv(run_dir / "synthetic_ratios.csv")
+    assert (run_dir / "instances" / "random").is_dir()
+    assert len(list((run_dir / "instances" / "random").glob("*.json"))) == ratios["instance"].nunique()
+    for row in ratios.itertuples():
+        chain = load_chain(run_dir / row.instance)
+        assert float(solve_recall(chain, row.lam).value[0]) == pytest.approx(row.j_recall, rel=1e-12)
+        assert float(solve_no_recall(chain, row.lam).value[0]) == pytest.approx(row.j_no_recall, rel=1e-12)

@@ -51,6 +51,7 @@ from ttamer.studies.synthetic_study import (
     run_synthetic_study,
     summary_metrics,
     write_lower_bound_instances,
+    write_random_chains,
 )
 from ttamer.studies.trace_study import TraceStudyConfig, run_trace_study
 from ttamer.sweep import DEFAULT_POLICIES, SweepConfig
@@ -111,13 +112,19 @@ def write_csv(table: pd.DataFrame, path: Path) -> Path:
 
 
 def run_synthetic(cfg: DictConfig, out: Path, tracker: ExperimentLogger) -> dict[str, float]:
-    """The synthetic study: three CSVs, three figures, every lower-bound instance as a chain file
-    under ``instances/lower_bound/`` (its path in the table's ``instance`` column; also a W&B
-    artifact of type ``instances``), metrics; returns the metrics."""
+    """The synthetic study: three CSVs, three figures, every lower-bound instance and random
+    chain as a chain file under ``instances/lower_bound/`` and ``instances/random/`` (their
+    paths in the tables' ``instance`` columns; also a W&B artifact of type ``instances``),
+    metrics; returns the metrics."""
     result = run_synthetic_study(synthetic_study_config(cfg))
     folder = out / "instances" / "lower_bound"
     names = write_lower_bound_instances(result.lower_bound, folder)
     result.lower_bound.insert(0, "instance", [f"instances/lower_bound/{n}" for n in names])
+    write_random_chains(synthetic_study_config(cfg), out / "instances" / "random")  # <family>_<chain>.json
+    ratios = result.ratios
+    ratios.insert(
+        0, "instance", "instances/random/" + ratios["family"] + "_" + ratios["chain"].astype(str) + ".json"
+    )
     how = "ttamer solve <file> --lam <lam> --policy recall (or no-recall)"
     tracker.log_artifact(
         "lower_bound_instances", "instances", out / "instances", {"count": len(names), "solve": how}

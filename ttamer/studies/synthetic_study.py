@@ -198,6 +198,17 @@ def _chains(cfg: SyntheticStudyConfig) -> Iterator[tuple[str, int, Chain]]:
             yield family, j, random_chain(spec, rng)
 
 
+def write_random_chains(cfg: SyntheticStudyConfig, folder: Path) -> list[str]:
+    """Every random chain of table (b) as ``<family>_<index>.json`` in ``folder`` (readable by
+    ``ttamer solve``; the same chains the table solved, regenerated from the seed)."""
+    names = []
+    for family, j, chain in _chains(cfg):
+        name = f"{family}_{j}.json"
+        save_chain(chain, folder / name)
+        names.append(name)
+    return names
+
+
 def best_threshold_values(chain: Chain, lams: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Best single-threshold objective and its threshold for each weight: shapes ``(L,)``.
 
