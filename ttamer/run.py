@@ -106,8 +106,9 @@ def logger_config(cfg: DictConfig) -> LoggerConfig:
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> Path:
-    """Write ``table`` as CSV (full float precision) atomically."""
-    atomic_write_bytes(path, table.to_csv(index=False).encode())
+    """Write ``table`` as CSV atomically, floats to 12 significant digits (far below any
+    reported figure's precision; keeps the committed results tables small)."""
+    atomic_write_bytes(path, table.to_csv(index=False, float_format="%.12g").encode())
     return path
 
 
