@@ -1,4 +1,4 @@
-"""Serve an early-exit model for real (SPEC §5, issue 8) and compare with the trace replay.
+"""Serve an early-exit model for real (README: serving) and compare with the trace replay.
 
 1. The workload's model is trained, or loaded with its trace from the cache (weights persisted
    next to the trace: ``ttamer.workloads.cache.cached_model``); the workload config is the one

@@ -1,4 +1,4 @@
-"""Benchmark the exact recall solver against the matrix products it cannot avoid (issue 7).
+"""Benchmark the exact recall solver against the matrix products it cannot avoid (README: performance).
 
 For a chain of ``n`` stages whose stages share one support of ``K`` loss values (``K`` states
 per stage, dense random transitions; :func:`ttamer.synthetic.shared_support_chain`), the dense

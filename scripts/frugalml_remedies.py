@@ -1,4 +1,4 @@
-"""Remedies for the recall policy on the FrugalML cascades (issue: recall loses to optimal
+"""Remedies for the recall policy on the FrugalML cascades (recall loses to optimal
 stopping there): vary the chain fitted from the trace (bins, agreement with the previous stage
 in the state, the score binned) and record recall's and no-recall's metrics over the same
 random splits. Writes ``results/frugalml_remedies.csv`` (atomically) and prints a table.

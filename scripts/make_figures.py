@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Regenerate every figure and the headline table from saved results only (SPEC §4).
+"""Regenerate every figure and the headline table from saved results only (README: experiments).
 
     python scripts/make_figures.py [--results results] [--out results/figures] [--readme PATH]
 

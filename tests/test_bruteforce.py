@@ -1,4 +1,4 @@
-"""Exact solvers against an independent brute force on tiny chains (SPEC §1.4).
+"""Exact solvers against an independent brute force on tiny chains (README: model).
 
 Nothing here uses ``ttamer.solvers`` to compute an expected value: paths are enumerated one by
 one, every deterministic adaptive policy (a stop/continue decision for every history

@@ -1,4 +1,4 @@
-"""Input validation (SPEC §1.4) and instance files (SPEC §1.5): every bad input raises a
+"""Input validation (README: model) and instance files: every bad input raises a
 ChainError whose ``field`` names the offending field (1-based stages); files round-trip."""
 
 from __future__ import annotations

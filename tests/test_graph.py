@@ -1,4 +1,4 @@
-"""Graph instances (issue 6): validation, files, structure detection, and the exact solvers for
+"""Graph instances (README: graphs): validation, files, structure detection, and the exact solvers for
 the transitive closure of a chain, checked against the chain solvers and a plain recursion."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Theorem 3.4's instance (SPEC §1.3): n = 2, zero costs, lam = 1; stage 1 has one state with
+"""Theorem 3.4's instance (README: model): n = 2, zero costs, lam = 1; stage 1 has one state with
 loss 1/a^2, stage 2 has loss 0 w.p. 1 - 1/a and 1/a w.p. 1/a. Every recall-free rule pays
 1/a^2, the recall optimum and the prophet pay 1/a^3: the ratio is a."""
 

@@ -1,5 +1,5 @@
 """``scripts/make_figures.py``: every figure and the headline table regenerated from saved tables
-only (SPEC §4), on a small results tree built here; no torch, no model, no solver."""
+only (README: experiments), on a small results tree built here; no torch, no model, no solver."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exact policy evaluation against Monte Carlo simulation (SPEC §1.4): the exact expected
+"""Exact policy evaluation against Monte Carlo simulation (README: model): the exact expected
 objective, loss and cost must lie within 4.5 standard errors of the simulated means, and the
 exact stop distribution within 4.5 binomial standard errors of the simulated frequencies."""
 

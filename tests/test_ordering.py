@@ -1,4 +1,4 @@
-"""The ordering of SPEC §1.4, J*_prophet <= J*_recall <= J*_no-recall <= J(any threshold rule),
+"""The ordering J*_prophet <= J*_recall <= J*_no-recall <= J(any threshold rule),
 on random instances of varied size, plus the consistency of the solvers' outputs with the
 exact evaluators and of vectorised solves over lam with one solve per lam."""
 

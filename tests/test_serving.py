@@ -1,4 +1,4 @@
-"""The serving runtime (SPEC §5): it really stops computing, regroups the unfinished requests,
+"""The serving runtime (README: serving): it really stops computing, regroups the unfinished requests,
 and decides exactly as the trace replay does, sample by sample, single and batched."""
 
 from __future__ import annotations

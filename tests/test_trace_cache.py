@@ -1,4 +1,4 @@
-"""The trace cache (SPEC §4): reuse, rebuild of corrupt or foreign files, recompute, atomic
+"""The trace cache (README: experiments): reuse, rebuild of corrupt or foreign files, recompute, atomic
 writes, one file per config."""
 
 from __future__ import annotations

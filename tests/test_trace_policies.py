@@ -1,4 +1,4 @@
-"""Trace policies (SPEC §2) against independent per-sample reference loops.
+"""Trace policies (README: traces) against independent per-sample reference loops.
 
 Every policy's decisions (stop, returned), accuracy and cost are recomputed here sample by
 sample in plain Python, for every knob value, on small random traces with tied confidences and

@@ -1,7 +1,7 @@
-"""The chain model of a served cascade (SPEC §1) and its instance files.
+"""The chain model of a served cascade (README: model) and its instance files.
 
-A chain has stages ``0 .. n-1`` (the SPEC numbers them 1..n; files and messages use the
-SPEC's 1-based numbers). Stage ``i`` has ``K_i`` observable states and a loss table
+A chain has stages ``0 .. n-1`` (the model numbers them 1..n; files and messages use those
+1-based numbers). Stage ``i`` has ``K_i`` observable states and a loss table
 ``losses[i]`` of shape ``(K_i,)``. The state of stage 0 is drawn from ``initial`` (shape
 ``(K_0,)``); the state of stage ``i+1`` is drawn from row ``s_i`` of ``transitions[i]``
 (shape ``(K_i, K_{i+1})``). Running stage ``i`` costs ``costs[i]`` (in the chain's cost unit);
@@ -236,7 +236,7 @@ def _read_npz(path: Path) -> Chain:
 
 
 def load_chain(path: str | os.PathLike[str]) -> Chain:
-    """Read a chain from ``.json`` (SPEC §1.5) or ``.npz`` (``losses_1..n``, ``initial``,
+    """Read a chain from ``.json`` (README: model) or ``.npz`` (``losses_1..n``, ``initial``,
     ``transitions_2..n``, ``costs``, optional ``name``)."""
     p = existing_file(path, ChainError)
     if p.suffix == ".npz":

@@ -327,7 +327,7 @@ class CostSchema:
 
 @dataclass
 class StructureSchema:
-    """What the policies may do between stages (issue 6). ``chain``: run the stages in order
+    """What the policies may do between stages (README: graphs). ``chain``: run the stages in order
     (the trace study); ``skip``: the transitive closure (any later exit next); ``tree``: any
     stage whose parent has run, ``parents[v]`` the 0-based parent of stage ``v`` (null: the
     root). ``chain_policies``: chain policies scored beside a graph (``static`` included);

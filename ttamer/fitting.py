@@ -1,4 +1,4 @@
-"""Fitting a chain from a trace (SPEC §2): states are bins of a per-stage score, losses are
+"""Fitting a chain from a trace (README: traces): states are bins of a per-stage score, losses are
 smoothed per-bin error rates, transitions are smoothed counts, costs come from the trace,
 divided by the full chain's cost (so lam means the same on every trace; any other cost scale
 is the same family of trade-offs under another lam).

@@ -1,4 +1,4 @@
-"""Graph instances beyond chains (issue 6): trees and the transitive closure of a chain.
+"""Graph instances beyond chains (README: graphs): trees and the transitive closure of a chain.
 
 A graph has nodes ``0 .. n-1`` (0-based everywhere, as in the JSON arrays). Node ``v`` has
 ``K_v`` observable states and a loss table ``nodes[v]`` of shape ``(K_v,)``. An edge

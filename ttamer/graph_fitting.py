@@ -1,4 +1,4 @@
-"""Fitting graphs from a trace (issue 6): the transitive closure of the trace's stages (stage
+"""Fitting graphs from a trace (README: graphs): the transitive closure of the trace's stages (stage
 skipping) and trees over its stages (routing), with the same states and losses as
 :func:`ttamer.fitting.fit_chain`.
 
@@ -13,7 +13,7 @@ chain's cost as in the chain fit, so ``lam`` means the same for chains and graph
 a closure edge ``u -> v`` costs the backbone segments after ``u`` and exit ``v``'s head, a tree
 edge what running the child adds to its ancestors' run set.
 
-The fitted models assume what the solvers assume (SPEC, issue 6): a closure's next state depends
+The fitted models assume what the solvers assume (README: graphs): a closure's next state depends
 on the last stage run only, and a tree's children are independent given their parent. Real
 exits are correlated beyond that; the replay (:mod:`ttamer.graph_replay`) scores the policies
 on held-out samples, where any misfit shows.

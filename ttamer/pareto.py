@@ -1,4 +1,4 @@
-"""Curves, hulls, areas, savings and error bars for scored trace policies (SPEC §2, "Metrics").
+"""Curves, hulls, areas, savings and error bars for scored trace policies (README: traces).
 
 Input everywhere is a tidy *points* table, one row per (policy, knob value, split):
 

@@ -1,4 +1,4 @@
-"""Figures drawn from result tables only (SPEC §4): each function takes a tidy DataFrame, as
+"""Figures drawn from result tables only (README: experiments): each function takes a tidy DataFrame, as
 written by a study to CSV, and writes one PNG. Nothing here solves a chain, so every figure can
 be regenerated from saved results.
 

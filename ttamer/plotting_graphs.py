@@ -1,4 +1,4 @@
-"""Where graph policies go (issue 6), drawn from the saved usage and points tables only: for
+"""Where graph policies go (README: graphs), drawn from the saved usage and points tables only: for
 each stage, the fraction of requests that ran it, whose answer it gave, and that skipped it,
 against the policy's mean normalised cost, one line per ``lam`` sweep point averaged over the
 random splits."""

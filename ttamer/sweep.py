@@ -1,4 +1,4 @@
-"""Score trace policies on fit/test splits of a trace (SPEC §2): the tidy results table.
+"""Score trace policies on fit/test splits of a trace (README: traces): the tidy results table.
 
 Each policy is tuned (and the chain fitted) on a fit split and scored on the disjoint test split.
 Either a separate fit trace is given (the policies are fitted on all of it and scored on all of

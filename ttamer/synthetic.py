@@ -1,4 +1,4 @@
-"""Seeded synthetic chains (SPEC §3) and the lower-bound family of SPEC §1.3.
+"""Seeded synthetic chains (README: workloads) and the lower-bound family (README: synthetic study).
 
 States are confidence bins ``0..K-1`` (higher bin, more confident); a stage's loss table is the
 error probability per bin, so losses lie in [0, 1]. Costs are positive and sum to 1 (the full

@@ -1,4 +1,4 @@
-"""Traces: cached per-sample outputs of every stage of a cascade (SPEC §2).
+"""Traces: cached per-sample outputs of every stage of a cascade (README: traces).
 
 A trace is everything the policies need, so that they are scored offline by replaying cached
 outputs, as the early-exit literature does. Arrays (``N`` samples, ``n`` stages, ``C`` classes):

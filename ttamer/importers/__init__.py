@@ -1,4 +1,4 @@
-"""Importers: turn cached outputs of existing models into traces (SPEC §2).
+"""Importers: turn cached outputs of existing models into traces (README: traces).
 
 - :func:`ttamer.importers.frugalml.import_frugalml`: the FrugalML tables (four sentiment APIs
   with real per-sample confidences, cost = price per 10k calls);

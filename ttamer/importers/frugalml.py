@@ -1,4 +1,4 @@
-"""The FrugalML tables as a model-cascade trace (SPEC §3, "real model cascades").
+"""The FrugalML tables as a model-cascade trace (README: workloads).
 
 A FrugalML dataset folder (e.g. ``mlserviceperformance_IMDB``) holds, for each model id ``m``
 listed in ``meta.csv``, one value per line and sample (rows aligned across models):

@@ -1,4 +1,4 @@
-"""Trace policies (SPEC §2): each sweeps a knob over a grid and decides, for every test sample,
+"""Trace policies (README: traces): each sweeps a knob over a grid and decides, for every test sample,
 the stage after which it stops and the stage whose answer it returns (0-based).
 
 :data:`POLICIES` maps each policy name to its constructor (a frozen dataclass whose fields are

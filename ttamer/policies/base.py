@@ -1,4 +1,4 @@
-"""The interface shared by every trace policy (SPEC §2), and the one place where decisions
+"""The interface shared by every trace policy (README: traces), and the one place where decisions
 become accuracy and cost.
 
 A policy sees the fit split (to tune itself) and the test split, and returns, for each of

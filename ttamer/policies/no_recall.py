@@ -1,4 +1,4 @@
-"""``no_recall``: the optimal stopping policy (SPEC §1.2) replayed on a trace; knob = lam.
+"""``no_recall``: the optimal stopping policy (README: model) replayed on a trace; knob = lam.
 
 Stop at the first stage whose fitted state lies in the optimal stop set for ``lam``, and return
 that stage (no recall): the best any recall-free rule can do on the fitted chain.

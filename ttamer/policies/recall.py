@@ -1,4 +1,4 @@
-"""``recall``: T-Tamer's dynamic index policy (SPEC §1.1) replayed on a trace; knob = lam.
+"""``recall``: T-Tamer's dynamic index policy (README: model) replayed on a trace; knob = lam.
 
 The chain is fitted on the fit split; every test sample is mapped to its fitted state at each
 stage. After stage ``i`` the policy knows ``b_i``, the smallest fitted loss among stages

@@ -1,4 +1,4 @@
-"""Serving multi-exit models for real (SPEC §5): a stage-by-stage runtime that stops computing
+"""Serving multi-exit models for real (README: serving): a stage-by-stage runtime that stops computing
 for the requests a fitted policy stops (:mod:`~ttamer.serving.runtime`), the per-stage decision
 rules compiled from fitted policies (:mod:`~ttamer.serving.decide`), and a Poisson load test of a
 batching server loop (:mod:`~ttamer.serving.load`)."""

@@ -1,4 +1,4 @@
-"""Per-stage decision rules for serving (SPEC §5), compiled from a fitted policy.
+"""Per-stage decision rules for serving (README: serving), compiled from a fitted policy.
 
 A rule sees, after every exit head, the class probabilities of the requests still running, and
 decides, vectorised over them, which ones stop and which stage's answer each of those returns.

@@ -1,4 +1,4 @@
-"""A load test (SPEC §5, the latency-throughput question Apparate asks): a bounded number of
+"""A load test (README: serving; the latency-throughput question Apparate asks): a bounded number of
 requests arrive as a Poisson process at a given rate into an in-process batching server loop.
 
 Both loops are single-threaded and run in real time; when nothing is queued they wait for the

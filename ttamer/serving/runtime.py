@@ -1,4 +1,4 @@
-"""A serving runtime for multi-exit models (SPEC §5): requests run one stage at a time, a
+"""A serving runtime for multi-exit models (README: serving): requests run one stage at a time, a
 decision rule (:mod:`ttamer.serving.decide`) looks at every exit head's probabilities, the
 requests that stop are answered, and only the unfinished ones are regrouped into a smaller batch
 for the next stage. A request that stops at stage ``i`` never runs stage ``i + 1``.

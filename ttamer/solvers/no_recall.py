@@ -1,4 +1,4 @@
-"""The optimal recall-free policy: optimal stopping of SPEC §1.2.
+"""The optimal recall-free policy: optimal stopping (README: model).
 
 ``W_i(s) = min(lam*l_i(s), kappa_{i+1} + sum_s' T_{i+1}[s, s'] W_{i+1}(s'))``: the best any
 rule that must return the last stage run (every confidence threshold rule) can do."""

@@ -1,5 +1,5 @@
 """The prophet: knows every stage's state in advance and stops at the stage minimising
-``lam*l_i(s_i) + (1-lam)*(c_1 + ... + c_i)``; a lower bound on every policy (SPEC §1.3).
+``lam*l_i(s_i) + (1-lam)*(c_1 + ... + c_i)``; a lower bound on every policy (README: model).
 
 Forward propagation over ``(m, s)`` where ``m`` is the current minimiser: a row of a table of
 distinct ``(value, stage)`` pairs sorted by value, then stage (ties keep the earlier stage).

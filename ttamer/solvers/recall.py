@@ -1,4 +1,4 @@
-"""The optimal recall policy: the dynamic index of SPEC §1.1 (the paper's Theorem 4.5).
+"""The optimal recall policy: the dynamic index (README: model; the paper's Theorem 4.5).
 
 Backward induction over ``(b, s)`` with ``b`` on the loss support grid, for a vector of
 trade-off weights ``lam`` at once. Per stage: one gather and one dense matrix product of shape

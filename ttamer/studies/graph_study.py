@@ -1,4 +1,4 @@
-"""Graph studies on a trace (issue 6): stage skipping (the transitive closure of the trace's
+"""Graph studies on a trace (README: graphs): stage skipping (the transitive closure of the trace's
 stages) and routing (a tree over its stages), scored like the chain policies on repeated random
 fit/test splits, in the same tidy points table (:data:`ttamer.sweep.COLUMNS`).
 

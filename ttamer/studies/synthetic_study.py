@@ -1,4 +1,4 @@
-"""The synthetic study (SPEC §1.3, §3): how much recall buys, in three tidy tables.
+"""The synthetic study (README: synthetic study): how much recall buys, in three tidy tables.
 
 (a) :func:`lower_bound_table` — the no-recall / recall ratio on the lower-bound family as the
     gamble parameter ``alpha`` grows: solver values beside the closed form, for several chain

@@ -1,4 +1,4 @@
-"""A trace study (SPEC §2): score every policy on repeated fit/test splits of one trace and
+"""A trace study (README: traces): score every policy on repeated fit/test splits of one trace and
 summarise the Pareto metrics. Plain library code: the Hydra workloads call it."""
 
 from __future__ import annotations

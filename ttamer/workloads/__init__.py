@@ -1,2 +1,2 @@
-"""Producers of traces from real models (SPEC §3): multi-exit networks and model cascades, with
+"""Producers of traces from real models (README: workloads): multi-exit networks and model cascades, with
 measured per-stage latency and an on-disk trace cache."""

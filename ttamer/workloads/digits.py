@@ -1,4 +1,4 @@
-"""The embedded quickstart workload (SPEC §3): scikit-learn's bundled digits (1,797 grey 8x8
+"""The embedded quickstart workload (README: workloads): scikit-learn's bundled digits (1,797 grey 8x8
 images of the digits 0-9; shipped with scikit-learn, no download) and a small multi-exit CNN.
 
 The images are scaled to [0, 1] and split, stratified by class and seeded, into a training set

@@ -1,4 +1,4 @@
-"""The vision early-exit workload (SPEC §3): a timm backbone with an exit head after every stage,
+"""The vision early-exit workload (README: workloads): a timm backbone with an exit head after every stage,
 trained from scratch on Fashion-MNIST, turned into a trace on the held-out test images.
 
 Data: the IDX files of Fashion-MNIST (``train``/``t10k`` ``-images-idx3-ubyte`` and

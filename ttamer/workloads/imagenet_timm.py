@@ -1,4 +1,4 @@
-"""ImageNet traces from pretrained timm models (SPEC §3), in two modes.
+"""ImageNet traces from pretrained timm models (README: workloads), in two modes.
 
 ``mode: exits``: one pretrained timm backbone (``model``) cut at its feature stages, with an exit
 head after each (:mod:`ttamer.workloads.timm_exits`); the backbone stays frozen (and in eval

@@ -1,5 +1,5 @@
 """timm's published ImageNet tables: accuracy per pretrained model and inference throughput per
-architecture, joined into a cost per image (SPEC §3, model cascades after Lebovitz et al.).
+architecture, joined into a cost per image (README: workloads; model cascades after Lebovitz et al.).
 
 The tables come from ``huggingface/pytorch-image-models`` (folder ``results/``; a copy, with the
 2022 versions under ``historical/``, is in ``../shared/data/timm-results``):

@@ -1,4 +1,4 @@
-"""Turn a trained multi-exit model and a held-out split into a trace (SPEC §2): every exit's
+"""Turn a trained multi-exit model and a held-out split into a trace (README: traces): every exit's
 class probabilities, and each stage's measured latency at batch size 1 as its cost (with the
 exit head's share of it in ``meta``, for stage skipping: :mod:`ttamer.skip_costs`)."""
 
