@@ -490,8 +490,11 @@ def prepare_command(argv: list[str]) -> list[str]:
     sweeps = [o.input_line for o in overrides if o.is_sweep_override()]
     if sweeps and not multirun:
         raise FieldError("command line", f"{sweeps[0]} is a sweep: add -m to run one job per value")
-    for job in job_overrides(overrides):
-        check_job(job)
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):  # once for every job
+        for job in job_overrides(overrides):
+            check_job(job)
     if multirun and not any(o.key_or_group.startswith("hydra.sweep.dir") for o in overrides):
         argv = [*argv, f"hydra.sweep.dir=multirun/{sweep_name(words)}"]
     launcher = next((str(o.value()) for o in overrides if o.key_or_group == "hydra/launcher"), "")
@@ -522,12 +525,12 @@ def job_overrides(overrides: list[Any]) -> list[list[str]]:
 
 
 def check_job(overrides: list[str]) -> None:
-    """Compose one job's config and validate it as the run would, without running anything."""
-    from hydra import compose, initialize_config_dir
+    """Compose one job's config and validate it as the run would, without running anything
+    (inside Hydra's ``initialize_config_dir``)."""
+    from hydra import compose
 
     try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+        cfg = compose("config", overrides=overrides)
         validate_config(cfg)
         if str(cfg.workload.name) == "synthetic":
             synthetic_study_config(cfg)

@@ -12,9 +12,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ttamer.chain import Chain
-from ttamer.policies.base import Decisions, ScoringContext, mean_at
+from ttamer.policies.base import Decisions, ScoringContext
 from ttamer.policies.grids import LambdaSweep
-from ttamer.policies.recall import state_losses
+from ttamer.policies.recall import mean_fitted_loss
 from ttamer.policies.stopping import first_exit
 from ttamer.solvers.no_recall import solve_no_recall
 
@@ -31,7 +31,7 @@ def no_recall_decisions(chain: Chain, states: IntArray, lams: FloatArray) -> Dec
         return np.take(stop_sets[i], states[a:b, i], axis=0)
 
     stop = first_exit(lams.size, states.shape[0], states.shape[1], exits)
-    return Decisions(lams, stop, stop, mean_at(state_losses(chain, states), stop))
+    return Decisions(lams, stop, stop, mean_fitted_loss(chain, states, stop))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ttamer.chain import Chain
-from ttamer.policies.base import Decisions, ScoringContext, mean_at
+from ttamer.policies.base import Decisions, ScoringContext
 from ttamer.policies.grids import LambdaSweep
 from ttamer.policies.stopping import leading_no_exit, running_argmin, sample_blocks
 from ttamer.solvers.recall import solve_recall
@@ -92,15 +92,26 @@ def recall_decisions(chain: Chain, states: IntArray, lams: FloatArray) -> Decisi
     index_t = [np.ascontiguousarray(x.T) for x in sol.index]  # (K_i, L)
     stop = np.empty((n_lams, n_samples), dtype=np.int64)
     returned = np.empty((n_lams, n_samples), dtype=np.int64)
+    estimated = np.zeros(n_lams)  # summed fitted loss of the returned answers
     for a, b in sample_blocks(n_samples):
         block = states[a:b]
-        exits, best_stage = block_tests(
-            block, state_losses(chain, block), lams, index_t, values, offsets, tables
-        )
+        loss = state_losses(chain, block)
+        exits, best_stage = block_tests(block, loss, lams, index_t, values, offsets, tables)
         count = leading_no_exit(n_lams, b - a, n, exits)  # (w, L): the stop stage
-        stop[:, a:b] = count.T
-        returned[:, a:b] = np.take_along_axis(best_stage, count, axis=1).T
-    return Decisions(lams, stop, returned, mean_at(state_losses(chain, states), returned))
+        ret = np.take_along_axis(best_stage, count, axis=1)  # (w, L)
+        stop[:, a:b], returned[:, a:b] = count.T, ret.T
+        estimated += np.take_along_axis(loss, ret, axis=1).sum(axis=0)
+    return Decisions(lams, stop, returned, estimated / max(n_samples, 1))
+
+
+def mean_fitted_loss(chain: Chain, states: IntArray, stage: IntArray) -> FloatArray:
+    """(M,) the mean over samples of the fitted loss at ``stage`` (M, N), for ``states`` (N, n),
+    block by block of samples (no (N, n) table of losses)."""
+    total = np.zeros(stage.shape[0])
+    for a, b in sample_blocks(states.shape[0]):
+        loss = state_losses(chain, states[a:b])
+        total += np.take_along_axis(loss, stage[:, a:b].T, axis=1).sum(axis=0)
+    return total / max(states.shape[0], 1)
 
 
 @dataclass(frozen=True)
