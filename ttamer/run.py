@@ -105,10 +105,11 @@ def logger_config(cfg: DictConfig) -> LoggerConfig:
     )
 
 
-def write_csv(table: pd.DataFrame, path: Path) -> Path:
-    """Write ``table`` as CSV atomically, floats to 12 significant digits (far below any
-    reported figure's precision; keeps the committed results tables small)."""
-    atomic_write_bytes(path, table.to_csv(index=False, float_format="%.12g").encode())
+def write_csv(table: pd.DataFrame, path: Path, compact: bool = False) -> Path:
+    """Write ``table`` as CSV atomically, floats at full precision; ``compact``: to 12
+    significant digits (the large per-knob points tables: far below any reported figure's
+    precision, and a quarter smaller)."""
+    atomic_write_bytes(path, table.to_csv(index=False, float_format="%.12g" if compact else None).encode())
     return path
 
 
@@ -190,7 +191,7 @@ def run_trace_workload(
     result = run_trace_study(trace, trace_study_config(cfg))
     for key in ("points", "summary", "hulls"):
         table = getattr(result, key)
-        write_csv(table, out / f"{tag}_{key}.csv")
+        write_csv(table, out / f"{tag}_{key}.csv", compact=key == "points")
         tracker.log_table(f"tables/{key}", table)
     title = f"{tag}: {trace.n_samples} samples, {trace.n_stages} stages"
     fig = plot_trace_pareto(result.points, out / f"fig_{tag}.png", title, trace.cost_unit, trace.stage_names)
@@ -239,7 +240,7 @@ def run_graph_workload(
     if not result.orders.empty:
         tables["orders"] = result.orders
     for key, table in tables.items():
-        write_csv(table, out / f"{tag}_{key}.csv")
+        write_csv(table, out / f"{tag}_{key}.csv", compact=key == "points")
         tracker.log_table(f"tables/{key}", table)
     title = f"{tag}: {trace.n_samples} samples, {trace.n_stages} stages"
     fig = plot_trace_pareto(result.points, out / f"fig_{tag}.png", title, trace.cost_unit, trace.stage_names)
