@@ -2,7 +2,7 @@
 solver: objective gap and solve time against the number ``q`` of meta-states per stage.
 
 On a chain of ``--stages`` stages whose stages share one support of ``--values`` loss values
-(``ttamer.synthetic.shared_support_chain``, dense random transitions), for every ``lam`` and
+(``ttamer.model.synthetic.shared_support_chain``, dense random transitions), for every ``lam`` and
 ``q``: the time of the aggregated solver (aggregation + meta solve + lift, one ``lam`` per
 call), the exact solver's time on the same ``lam`` (each the best of ``--repeats`` rounds that
 time every configuration once, in turn; BLAS threads as numpy starts them), and the lifted
@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ttamer.chain import Chain
 from ttamer.fileio import atomic_write_bytes
-from ttamer.plotting import new_figure, save_figure
+from ttamer.model.chain import Chain
+from ttamer.model.synthetic import shared_support_chain
+from ttamer.plots.synthetic import new_figure, save_figure
 from ttamer.solvers import evaluate_policy, solve_recall
 from ttamer.solvers.aggregation import DEFAULT_WIDTH, solve_recall_aggregated
-from ttamer.synthetic import shared_support_chain
 
 CSV_NAME = "aggregation_ablation.csv"
 FIG_NAME = "fig_aggregation_ablation.png"

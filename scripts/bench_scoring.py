@@ -58,7 +58,7 @@ import numpy as np
 
 from ttamer.fileio import atomic_write_bytes
 from ttamer.policies import POLICIES, ScoringContext, TracePolicy, make_policy, score_decisions
-from ttamer.traces import Trace
+from ttamer.traces.trace import Trace
 
 NUMPY_PASS_CHUNK = 16_384
 

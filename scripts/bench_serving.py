@@ -1,7 +1,7 @@
 """Serve an early-exit model for real (README: serving) and compare with the trace replay.
 
 1. The workload's model is trained, or loaded with its trace from the cache (weights persisted
-   next to the trace: ``ttamer.workloads.cache.cached_model``); the workload config is the one
+   next to the trace: ``ttamer.traces.cache.cached_model``); the workload config is the one
    ``ttamer-run workload=<name>`` composes, so the cache key is the same.
 2. The trace's samples are split at random (``--fit-fraction``, seeded) into a fit split and a
    held-out split; the chain is fitted on the fit split (the workload's ``fit`` config).
@@ -52,13 +52,13 @@ import pandas as pd
 import torch
 
 from ttamer.fileio import atomic_write_bytes
-from ttamer.fitting import FitConfig
+from ttamer.fitting.chain import FitConfig
+from ttamer.fitting.posterior import PosteriorConfig, fit_posterior
 from ttamer.policies import MaxSoftmaxPolicy, PatiencePolicy, ScoringContext, score_decisions
 from ttamer.policies.base import Decisions
 from ttamer.policies.grids import LambdaSweep
 from ttamer.policies.posterior import posterior_decisions
 from ttamer.policies.recall import recall_decisions
-from ttamer.posterior import PosteriorConfig, fit_posterior
 from ttamer.serving import (
     FullModel,
     PatienceRule,
@@ -72,7 +72,7 @@ from ttamer.serving import (
 )
 from ttamer.serving.decide import DecisionRule
 from ttamer.serving.runtime import StagedModel, concat, one_row_probabilities, to_device
-from ttamer.traces import Trace
+from ttamer.traces.trace import Trace
 
 log = logging.getLogger("bench_serving")
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,8 +88,8 @@ def workload_config(name: str, seed: int) -> tuple[dict[str, Any], FitConfig]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from ttamer.config_schema import register_configs
-    from ttamer.run import NOT_IN_TRACE_KEY
+    from ttamer.app.main import NOT_IN_TRACE_KEY
+    from ttamer.app.schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
@@ -103,14 +103,14 @@ def workload_config(name: str, seed: int) -> tuple[dict[str, Any], FitConfig]:
 def held_out_requests(name: str, config: dict[str, Any], model: Any, trace: Trace) -> tuple[StagedModel, Any]:
     """The served model and the trace's samples as requests (in the trace's order)."""
     if name == "digits":
-        from ttamer.workloads.digits import DigitsConfig, load_split
+        from ttamer.workloads.vision.digits import DigitsConfig, load_split
 
         cfg = DigitsConfig.from_dict(config)
         _, _, x_te, y_te = load_split(cfg.test_size, cfg.seed)
         _check_labels(y_te, trace)
         return TorchStages(model), torch.from_numpy(x_te)
     if name == "fashion_mnist":
-        from ttamer.workloads import fashion_mnist as fm
+        from ttamer.workloads.vision import fashion_mnist as fm
 
         fcfg = fm.FashionMnistConfig.from_dict(config)
         rng = np.random.default_rng(fcfg.seed)
@@ -121,8 +121,8 @@ def held_out_requests(name: str, config: dict[str, Any], model: Any, trace: Trac
         _check_labels(labels[te], trace)
         return TorchStages(model), fm.to_tensor(images[te], fcfg.image_size)
     if name == "sst2_minilm":
-        from ttamer.workloads import sst2_minilm as sst
-        from ttamer.workloads.text_exits import load_backbone, text_exits_config, tokenize
+        from ttamer.workloads.text import sst2_minilm as sst
+        from ttamer.workloads.text.text_exits import load_backbone, text_exits_config, tokenize
 
         tcfg = text_exits_config(config)
         folder = sst.resolve_path(str(config.get("data_dir", "../shared/data/sst2")))
@@ -369,7 +369,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu",
                     help="torch device of the served network (cpu, cuda); the replay's prediction "
                     "uses the trace's stage costs, measured where the trace was made")  # fmt: skip
-    ap.add_argument("--cache-dir", default=str(ROOT / ".cache/ttamer/traces"))
+    ap.add_argument("--cache-dir", default=str(ROOT / ".cache/ttamer/traces/trace"))
     ap.add_argument("--out", default=str(ROOT / "results/serving"))
     return ap.parse_args(argv)
 
@@ -393,7 +393,7 @@ class Setup:
 
 def prepare(args: argparse.Namespace) -> Setup:
     """Model and trace (cached or trained), the fit / held-out split, the policies' knobs."""
-    from ttamer.workloads.cache import cached_model
+    from ttamer.traces.cache import cached_model
 
     torch.set_num_threads(args.threads)  # before training: a trace timed with torch's default uses it
     config, fit_config = workload_config(args.workload, args.seed)

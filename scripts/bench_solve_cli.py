@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ttamer.chain import atomic_write_bytes, load_chain, save_chain
+from ttamer.model.chain import atomic_write_bytes, load_chain, save_chain
+from ttamer.model.synthetic import shared_support_chain
 from ttamer.solvers import evaluate_recall_solution, solve_recall
-from ttamer.synthetic import shared_support_chain
 
 
 def _time_cli(path: Path, policy: str, repeats: int) -> float:

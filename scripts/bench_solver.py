@@ -1,7 +1,7 @@
 """Benchmark the exact recall solver against the matrix products it cannot avoid (README: performance).
 
 For a chain of ``n`` stages whose stages share one support of ``K`` loss values (``K`` states
-per stage, dense random transitions; :func:`ttamer.synthetic.shared_support_chain`), the dense
+per stage, dense random transitions; :func:`ttamer.model.synthetic.shared_support_chain`), the dense
 recall solver does, per stage after the first, one dense product ``(G x K) @ (K x K)`` with
 ``G = K + 1`` grid rows. The reference is those ``n - 1`` products on random arrays of the same
 shapes, timed in the same process with the same BLAS; ``ratio_solver_to_matmul`` = solver time
@@ -43,12 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from ttamer.chain import Chain
 from ttamer.fileio import atomic_write_bytes
+from ttamer.model.chain import Chain
+from ttamer.model.synthetic import per_stage_support_chain, shared_support_chain
 from ttamer.policies.grids import lambda_grid
 from ttamer.solvers import solve_recall
 from ttamer.solvers.recall import stage_rows
-from ttamer.synthetic import per_stage_support_chain, shared_support_chain
 
 N_BATCH = 64
 

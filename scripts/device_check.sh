@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks (solver speed, serving on CUDA), as one short script for a lent accelerator (device tool):
 # the torch solver backend on CUDA and real serving on CUDA. Run from the repository root with
-# the Fashion-MNIST model cached (carry .cache/ttamer/traces/fashion_mnist-*); outputs go to
+# the Fashion-MNIST model cached (carry .cache/ttamer/traces/trace/fashion_mnist-*); outputs go to
 # $OUT (or results/device/ when $OUT is unset). About 5 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

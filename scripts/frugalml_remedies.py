@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ttamer.evaluation.pareto import summarise
+from ttamer.evaluation.scoring import SweepConfig, run_sweep
 from ttamer.fileio import atomic_write_bytes
-from ttamer.fitting import FitConfig
-from ttamer.importers import import_frugalml
-from ttamer.pareto import summarise
-from ttamer.sweep import SweepConfig, run_sweep
+from ttamer.fitting.chain import FitConfig
+from ttamer.traces.importers import import_frugalml
 
 VARIANTS = [
     *(FitConfig(n_bins=b, agreement=a) for b, a in itertools.product((5, 10, 20, 40), (False, True))),

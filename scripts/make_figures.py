@@ -18,7 +18,7 @@ no solver call and no trace loaded, it writes into ``--out``:
 * ``summary.csv``: workload x policy -> saving at the reference accuracy minus δ = 0 and 1
   points (mean, 95% half-width, splits reached / unreached) and the area under the hull, read
   from the saved ``<tag>_summary.csv`` (recomputed from the points table with
-  :func:`ttamer.pareto.summarise` only when that file is missing or lacks a metric);
+  :func:`ttamer.evaluation.pareto.summarise` only when that file is missing or lacks a metric);
 * ``summary_synthetic.csv``: the synthetic study's objective ratios per family and λ;
 * ``summary.md``: both tables and, per folder, the command that produced it, the reference
   accuracy and where the costs come from.
@@ -48,13 +48,19 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ttamer.calibration import CALIBRATION_COLUMNS, GAP_METRIC
 from ttamer.errors import FieldError
+from ttamer.evaluation.calibration import CALIBRATION_COLUMNS, GAP_METRIC
+from ttamer.evaluation.pareto import (
+    POINT_COLUMNS,
+    SUMMARY_COLUMNS,
+    check_points,
+    reference_accuracy,
+    summarise,
+)
 from ttamer.fileio import atomic_write_bytes
-from ttamer.pareto import POINT_COLUMNS, SUMMARY_COLUMNS, check_points, reference_accuracy, summarise
-from ttamer.plotting import plot_lower_bound, plot_pareto, plot_ratio_distribution
-from ttamer.plotting_graphs import plot_stage_usage
-from ttamer.plotting_traces import (
+from ttamer.plots.graphs import plot_stage_usage
+from ttamer.plots.synthetic import plot_lower_bound, plot_pareto, plot_ratio_distribution
+from ttamer.plots.traces import (
     CURVE_STYLE,
     plot_calibration,
     plot_trace_pareto,
@@ -251,7 +257,7 @@ def load_trace_run(folder: Path, points_path: Path, root: Path, several: bool) -
     ref_value = workload_cfg.get("reference")
     if ref_value is None:
         reference, note = "last_stage", "not recorded (no workload.reference in .hydra/config.yaml); "
-        note += "assumed last_stage, the default of ttamer.pareto.summarise"
+        note += "assumed last_stage, the default of ttamer.evaluation.pareto.summarise"
     else:
         reference, note = str(ref_value), "workload.reference in .hydra/config.yaml"
     if reference not in ("last_stage", "best_stage"):
@@ -264,7 +270,7 @@ def load_trace_run(folder: Path, points_path: Path, root: Path, several: bool) -
         raise ResultsError(f"{_rel(points_path)}: {exc}") from None
     summary_path = folder / f"{tag}_summary.csv"
     needed = {*(f"saving_at_delta_{d:g}" for d in DELTAS), "area"}
-    summary, source = None, "recomputed from the points table (ttamer.pareto.summarise)"
+    summary, source = None, "recomputed from the points table (ttamer.evaluation.pareto.summarise)"
     if summary_path.is_file():
         saved = read_csv(summary_path, SUMMARY_COLUMNS)
         if needed <= set(saved["metric"]):

@@ -9,7 +9,7 @@ estimated error in 1 / 4 / 12 / 24 bins with and without agreement, and the cros
 trace, variant and metric: mean, 95% half-width, splits reached) into ``--out``.
 
     python scripts/posterior_ablation.py --frugalml ../shared/data/frugalml --out results/posterior
-    python scripts/posterior_ablation.py --trace .cache/ttamer/traces/fashion_mnist-*.npz \\
+    python scripts/posterior_ablation.py --trace .cache/ttamer/traces/trace/fashion_mnist-*.npz \\
         --reference last_stage --out results/posterior
 """
 
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ttamer.evaluation.pareto import summarise
+from ttamer.evaluation.scoring import SweepConfig, run_sweep
 from ttamer.fileio import atomic_write_bytes
-from ttamer.importers import import_frugalml
-from ttamer.pareto import summarise
 from ttamer.policies import TracePolicy, make_policy
-from ttamer.sweep import SweepConfig, run_sweep
-from ttamer.traces import Trace, load_trace
+from ttamer.traces.importers import import_frugalml
+from ttamer.traces.trace import Trace, load_trace
 
 METRICS = ("saving_at_delta_1", "area", "calibration_gap")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ttamer.chain import Chain
+from ttamer.model.chain import Chain
 
 TIE_LEVELS = np.array([0.0, 0.25, 0.5, 1.0])
 

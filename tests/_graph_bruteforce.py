@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 
 from tests._chains import random_distribution, random_losses
-from ttamer.graph import Edge, Graph
+from ttamer.model.graph import Edge, Graph
 
 History = tuple[tuple[int, int], ...]  # ((node, state), ...) in the order run
 

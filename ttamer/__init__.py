@@ -1,6 +1,6 @@
 """ttamer: provably optimal stopping for served cascades (T-Tamer), and the harness around it."""
 
-from ttamer.chain import Chain, ChainError, check_lambda, load_chain, save_chain
+from ttamer.model.chain import Chain, ChainError, check_lambda, load_chain, save_chain
 
 __version__ = "0.1.0"
 

@@ -17,9 +17,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ttamer.chain import Chain, ChainError, check_lambda
 from ttamer.errors import FieldError
 from ttamer.loading import one_line
+from ttamer.model.chain import Chain, ChainError, check_lambda
 
 POLICIES = ("recall", "no-recall", "prophet")
 
@@ -83,7 +83,7 @@ def solve_graph_one(graph: Any, lam: float, policy: str) -> dict[str, Any]:
     """Solve a graph instance: a path as its chain (exactly the chain's answer), a branching
     tree or a transitive closure with the exact graph solvers, evaluated exactly."""
     from ttamer import solvers
-    from ttamer.graph import structure, tree_as_chain
+    from ttamer.model.graph import structure, tree_as_chain
 
     kind = structure(graph)  # ChainError("edges", ...) for a general DAG
     chain = tree_as_chain(graph)
@@ -121,7 +121,7 @@ def solve_graph_one(graph: Any, lam: float, policy: str) -> dict[str, Any]:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    from ttamer.graph import Graph, load_instance
+    from ttamer.model.graph import Graph, load_instance
 
     lam = float(check_lambda(args.lam, field="--lam")[0])
     for path in args.files:
@@ -142,7 +142,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 def _load_trace_arg(path: str, option: str) -> Any:
     """Load a trace file, turning any error into a one-line message naming the option and file."""
-    from ttamer.traces import TraceError, load_trace
+    from ttamer.traces.trace import TraceError, load_trace
 
     try:
         return load_trace(path)
@@ -161,8 +161,8 @@ def _write_out(path: str, data: bytes) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from ttamer.fitting import FitConfig
-    from ttamer.sweep import SweepConfig, resolve_policies, run_sweep
+    from ttamer.evaluation.scoring import SweepConfig, resolve_policies, run_sweep
+    from ttamer.fitting.chain import FitConfig
 
     t0 = time.perf_counter()
     if args.fit is not None and args.splits is not None:
@@ -234,7 +234,7 @@ def _summarise_trace(trace: Any, out: str, seconds: float) -> str:
 
 
 def _save_trace_out(trace: Any, out: str) -> None:
-    from ttamer.traces import save_trace
+    from ttamer.traces.trace import save_trace
 
     if not out.endswith(".npz"):
         raise UsageError(f"--out: a trace is written as .npz, got {out}")
@@ -245,8 +245,8 @@ def _save_trace_out(trace: Any, out: str) -> None:
 
 
 def _cmd_import_frugalml(args: argparse.Namespace) -> int:
-    from ttamer.importers.frugalml import import_frugalml
-    from ttamer.traces import TraceError
+    from ttamer.traces.frugalml import import_frugalml
+    from ttamer.traces.trace import TraceError
 
     t0 = time.perf_counter()
     try:
@@ -261,8 +261,8 @@ def _cmd_import_frugalml(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_csv(args: argparse.Namespace) -> int:
-    from ttamer.importers.csv_trace import import_csv
-    from ttamer.traces import TraceError
+    from ttamer.traces.csv_trace import import_csv
+    from ttamer.traces.trace import TraceError
 
     t0 = time.perf_counter()
     costs = None

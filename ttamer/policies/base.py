@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ttamer.fitting import FitConfig, FittedChain, fit_chain
-from ttamer.traces import Trace
+from ttamer.fitting.chain import FitConfig, FittedChain, fit_chain
+from ttamer.traces.trace import Trace
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]

@@ -14,9 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ttamer.errors import FieldError
-from ttamer.pareto import cost_to_reach, upper_hull
+from ttamer.evaluation.pareto import cost_to_reach, upper_hull
 from ttamer.policies.base import Decisions, Scores, ScoringContext, score_decisions
-from ttamer.traces import Trace
+from ttamer.traces.trace import Trace
 
 FloatArray = NDArray[np.float64]
 Decider = Callable[[ScoringContext], Decisions]

@@ -2,7 +2,7 @@
 it (no recall). Knob = t, in nats.
 
 Entropy comes from ``probs`` (from ``conf`` for two classes, see
-:func:`ttamer.traces.stage_scores`). Default grid: the 1..99th percentiles of the fit split's
+:func:`ttamer.traces.trace.stage_scores`). Default grid: the 1..99th percentiles of the fit split's
 entropy over all stages, plus ``-inf`` (never exits early: the last stage) and ``+inf`` (always
 the first stage)."""
 
@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from ttamer.policies.base import Decisions, ScoringContext
 from ttamer.policies.grids import QuantileSweep
 from ttamer.policies.stopping import first_at_least
-from ttamer.traces import Trace, stage_scores
+from ttamer.traces.trace import Trace, stage_scores
 
 
 def stage_entropy(trace: Trace) -> NDArray[np.float64]:

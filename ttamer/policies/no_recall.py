@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ttamer.chain import Chain
+from ttamer.model.chain import Chain
 from ttamer.policies.base import Decisions, ScoringContext
 from ttamer.policies.grids import LambdaSweep
 from ttamer.policies.recall import mean_fitted_loss

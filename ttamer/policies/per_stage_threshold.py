@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from ttamer.errors import FieldError
 from ttamer.policies.base import Decisions, ScoringContext
 from ttamer.policies.stopping import first_exit
-from ttamer.traces import Trace
+from ttamer.traces.trace import Trace
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]

@@ -1,5 +1,5 @@
 """``posterior_recall`` and ``posterior_no_recall``: optimal stopping on the posterior model
-(:mod:`ttamer.posterior`), knob = lam.
+(:mod:`ttamer.fitting.posterior`), knob = lam.
 
 ``posterior_recall`` stops at the first stage whose posterior state lies in the optimal stop
 set of the chain with losses ``min(p_cur, p_inc)`` and returns the answer of smaller estimated
@@ -20,11 +20,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ttamer.errors import FieldError
+from ttamer.fitting.posterior import PosteriorConfig, PosteriorModel, fit_posterior, solve_posterior
 from ttamer.policies.base import Decisions, ScoringContext, mean_at
 from ttamer.policies.cross_validation import CrossValidation, choose
 from ttamer.policies.grids import LambdaSweep
 from ttamer.policies.stopping import first_exit
-from ttamer.posterior import PosteriorConfig, PosteriorModel, fit_posterior, solve_posterior
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]

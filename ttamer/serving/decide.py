@@ -9,7 +9,7 @@ runtime regroups the unfinished ones into a smaller batch.
 The rules replicate the trace replay of :mod:`ttamer.policies` decision for decision:
 
 * :class:`RecallRule`: the state of stage ``i`` is the quantile bin of the stage's score among
-  the fit samples (the :class:`~ttamer.fitting.FittedChain` edges, plus agreement with the
+  the fit samples (the :class:`~ttamer.fitting.chain.FittedChain` edges, plus agreement with the
   previous prediction when the chain was fitted with it); stop iff ``lam * best <= index[i][s]``
   with ``best`` the smallest fitted loss so far; return the stage of ``best`` (earliest on ties);
 * :class:`PosteriorRule`: the posterior model's state (score bin, bin of the incumbent's
@@ -33,10 +33,10 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ttamer.fitting import FittedChain
-from ttamer.posterior import PosteriorModel, encode, solve_posterior
+from ttamer.fitting.chain import FittedChain
+from ttamer.fitting.posterior import PosteriorModel, encode, solve_posterior
 from ttamer.solvers.recall import solve_recall
-from ttamer.traces import scores_from_probs
+from ttamer.traces.trace import scores_from_probs
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -174,7 +174,7 @@ def confidence(probs: FloatArray) -> FloatArray:
 
 def stage_score(probs: FloatArray, score: str) -> FloatArray:
     """The fitted score of every request (higher = more confident), as
-    :func:`ttamer.traces.stage_scores` computes it: (B, C) -> (B,)."""
+    :func:`ttamer.traces.trace.stage_scores` computes it: (B, C) -> (B,)."""
     if score == "max_softmax":
         return confidence(probs)
     return scores_from_probs(probs, score)
@@ -264,7 +264,7 @@ class RecallRule:
 
 @dataclass
 class PosteriorRule:
-    """Optimal stopping on a posterior model (:mod:`ttamer.posterior`) for one ``lam``:
+    """Optimal stopping on a posterior model (:mod:`ttamer.fitting.posterior`) for one ``lam``:
     ``posterior_recall`` (``recall=True``, returns the answer of smaller estimated error) or
     ``posterior_no_recall``. Per request it remembers the previous state, the incumbent's stage
     and its predicted class; each stage bins the score, bins the incumbent's estimated error,

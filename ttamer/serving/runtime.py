@@ -7,7 +7,7 @@ The model side is a :class:`StagedModel`: ``stage(i, state) -> (state, logits)``
 stage on a batch, ``probabilities(logits)`` turns its exit's output into float64 class
 probabilities exactly as the trace stored them, ``take(state, rows)`` keeps some rows.
 :class:`TorchStages` wraps a :class:`~ttamer.workloads.multi_exit.MultiExitNet` (tensors,
-:class:`~ttamer.workloads.text_exits.TokenBatch` / ``HiddenState`` of the text models), with an
+:class:`~ttamer.workloads.text.text_exits.TokenBatch` / ``HiddenState`` of the text models), with an
 optional first stage that is not a network (VADER on the raw texts, for SST-2).
 
 Timing: every stage's compute (``stage``), decision (the exit's probabilities + the rule) and
@@ -69,7 +69,7 @@ def take_rows(state: Any, rows: NDArray[np.intp]) -> Any:
         return [state[int(r)] for r in rows]
     if state is None:
         return None
-    from ttamer.workloads.text_exits import HiddenState, TokenBatch
+    from ttamer.workloads.text.text_exits import HiddenState, TokenBatch
 
     if isinstance(state, TokenBatch):
         return state[torch.as_tensor(rows, dtype=torch.long)]
@@ -106,7 +106,7 @@ def merge_rows(states: Sequence[Any], segment: Any = None) -> Any:
         return [item for s in states for item in s]
     if first is None:
         return None
-    from ttamer.workloads.text_exits import (
+    from ttamer.workloads.text.text_exits import (
         HiddenState,
         TokenBatch,
         concat_hidden_states,
@@ -129,7 +129,7 @@ def to_device(state: Any, device: torch.device) -> Any:
         return state.to(device)
     if isinstance(state, tuple):
         return tuple(to_device(s, device) for s in state)
-    from ttamer.workloads.text_exits import TokenBatch
+    from ttamer.workloads.text.text_exits import TokenBatch
 
     if isinstance(state, TokenBatch):
         tt = None if state.token_type_ids is None else state.token_type_ids.to(device)

@@ -25,7 +25,7 @@ Definition (stages ``i = 0..n-1``, ``K_i`` states, ``q_i = min(q, K_i)`` meta-st
   meta-state that carries no probability falls back to ``D_i[x, s] ∝ M_i[s, x]``.
 * **Meta chain.** Losses ``l̄_i = D_i l_i``, initial ``μ̄ = μ M_0``, transitions
   ``T̄_i = D_i T_i M_{i+1}`` (shape ``(q_i, q_{i+1})``), costs unchanged. It is a valid
-  :class:`~ttamer.chain.Chain`.
+  :class:`~ttamer.model.chain.Chain`.
 * **Solve** the meta chain exactly (:func:`~ttamer.solvers.recall.solve_recall`), giving meta
   indices ``σ̄_i`` of shape ``(L, q_i)`` (scaled-loss units, ``lam`` times a meta loss).
 * **Lift.** ``σ_i(s) = Σ_x M_i[s, x] σ̄_i(x)`` (``+inf`` at the last stage): each state stops
@@ -58,8 +58,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ttamer.chain import Chain
 from ttamer.errors import FieldError
+from ttamer.model.chain import Chain
 from ttamer.solvers.evaluate import PolicyEvaluation, evaluate_recall_solution
 from ttamer.solvers.recall import RecallIndexPolicy, RecallSolution, solve_recall
 

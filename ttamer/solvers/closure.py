@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ttamer.chain import check_lambda
-from ttamer.graph import Graph, require_closure
+from ttamer.model.chain import check_lambda
+from ttamer.model.graph import Graph, require_closure
 from ttamer.solvers.grid import gather_after_min
 from ttamer.solvers.recall import TIE_TOLERANCE
 

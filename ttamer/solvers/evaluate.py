@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ttamer.chain import Chain, check_lambda
+from ttamer.model.chain import Chain, check_lambda
 from ttamer.solvers.grid import collapse_after_min, support_positions
 from ttamer.solvers.no_recall import NoRecallSolution
 from ttamer.solvers.policy import Policy

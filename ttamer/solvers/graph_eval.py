@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ttamer.chain import ChainError
-from ttamer.graph import Graph
+from ttamer.model.chain import ChainError
+from ttamer.model.graph import Graph
 from ttamer.solvers.closure import ClosureRecallPolicy, ForwardNoRecallPolicy
 from ttamer.solvers.tree import (
     MAX_EVALUATION_STATES,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from ttamer.chain import Chain
+from ttamer.model.chain import Chain
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ttamer.chain import Chain, check_lambda
+from ttamer.model.chain import Chain, check_lambda
 from ttamer.solvers.policy import Policy
 
 FloatArray = NDArray[np.float64]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ttamer.chain import Chain, check_lambda
+from ttamer.model.chain import Chain, check_lambda
 from ttamer.solvers.policy import StopSetPolicy
 
 FloatArray = NDArray[np.float64]

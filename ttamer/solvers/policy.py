@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from ttamer.chain import Chain
+from ttamer.model.chain import Chain
 
 BoolArray = NDArray[np.bool_]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ttamer.chain import Chain, check_lambda
+from ttamer.model.chain import Chain, check_lambda
 from ttamer.solvers.evaluate import PolicyEvaluation
 from ttamer.solvers.grid import collapse_after_min
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ttamer.chain import Chain, check_lambda
 from ttamer.errors import FieldError
+from ttamer.model.chain import Chain, check_lambda
 from ttamer.solvers.banded import banded_continuation, leading_stop_rows
 from ttamer.solvers.grid import gather_after_min, support_positions
 

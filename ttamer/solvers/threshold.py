@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from ttamer.chain import Chain, check_lambda
+from ttamer.model.chain import Chain, check_lambda
 from ttamer.solvers.evaluate import PolicyEvaluation, evaluate_stop_sets
 
 FloatArray = NDArray[np.float64]

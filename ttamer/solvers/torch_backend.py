@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from ttamer.chain import Chain, check_lambda
 from ttamer.errors import FieldError
+from ttamer.model.chain import Chain, check_lambda
 from ttamer.solvers.grid import support_positions
 from ttamer.solvers.recall import TIE_TOLERANCE as NUMPY_TIE_TOLERANCE
 from ttamer.solvers.recall import FloatArray, RecallSolution

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ttamer.chain import ChainError, check_lambda
-from ttamer.graph import Graph, structure
+from ttamer.model.chain import ChainError, check_lambda
+from ttamer.model.graph import Graph, structure
 from ttamer.solvers.closure import ForwardNoRecallPolicy, ForwardNoRecallSolution
 
 FloatArray = NDArray[np.float64]

@@ -1,6 +1,6 @@
 """Graph studies on a trace (README: graphs): stage skipping (the transitive closure of the trace's
 stages) and routing (a tree over its stages), scored like the chain policies on repeated random
-fit/test splits, in the same tidy points table (:data:`ttamer.sweep.COLUMNS`).
+fit/test splits, in the same tidy points table (:data:`ttamer.evaluation.scoring.COLUMNS`).
 
 Policies (knob ``lam`` unless said):
 
@@ -16,7 +16,7 @@ Policies (knob ``lam`` unless said):
 (chain policies)            ``recall``, ``no_recall``, ``static`` ... on the trace's own order
 =========================== ==================================================================
 
-Costs are the true costs of what each policy runs (:func:`ttamer.skip_costs.run_set_cost`, in
+Costs are the true costs of what each policy runs (:func:`ttamer.model.skip_costs.run_set_cost`, in
 the trace's unit): a request pays the heads of the exits it runs and each backbone segment once.
 Besides the points, ``usage`` records, per policy, knob, split and stage, the fraction of test
 requests that ran the stage, got its answer, and skipped it (did not run it but ran a later
@@ -36,27 +36,27 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from ttamer.errors import FieldError
-from ttamer.fitting import FitConfig, fit_chain
-from ttamer.graph_fitting import FittedGraph, check_parents, fit_closure, fit_tree
-from ttamer.graph_replay import (
+from ttamer.evaluation.graph_replay import (
     GraphWalks,
     replay_closure_recall,
     replay_forward_no_recall,
     replay_tree_recall,
 )
-from ttamer.pareto import DEFAULT_DELTAS, area_under_hull, hull_table, summarise, upper_hull
+from ttamer.evaluation.pareto import DEFAULT_DELTAS, area_under_hull, hull_table, summarise, upper_hull
+from ttamer.evaluation.scoring import COLUMNS, SweepConfig, points_block, run_sweep
+from ttamer.fitting.chain import FitConfig, fit_chain
+from ttamer.fitting.graph import FittedGraph, check_parents, fit_closure, fit_tree
+from ttamer.model.skip_costs import independent_meta, run_set_cost, skip_cost_matrix, skip_structure
 from ttamer.policies.base import Scores, mean_at, score_decisions
 from ttamer.policies.grids import LambdaSweep
 from ttamer.policies.recall import recall_decisions
-from ttamer.skip_costs import independent_meta, run_set_cost, skip_cost_matrix, skip_structure
 from ttamer.solvers import (
     solve_closure_no_recall,
     solve_closure_recall,
     solve_tree_no_recall,
     solve_tree_recall,
 )
-from ttamer.sweep import COLUMNS, SweepConfig, points_block, run_sweep
-from ttamer.traces import Trace, repeated_splits
+from ttamer.traces.trace import Trace, repeated_splits
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -83,7 +83,8 @@ class GraphStudyConfig:
     names; ``static`` is the single-stage reference of the summary). ``chain_orders``: also score
     the best chain order chosen on each fit split (tree studies of separate models).
     ``lambdas``: the graph policies' ``lam`` grid. The rest as in
-    :class:`ttamer.sweep.SweepConfig` and :class:`ttamer.studies.trace_study.TraceStudyConfig`."""
+    :class:`ttamer.evaluation.scoring.SweepConfig` and
+    :class:`ttamer.studies.trace_study.TraceStudyConfig`."""
 
     structure: str = "skip"
     parents: tuple[int | None, ...] | None = None

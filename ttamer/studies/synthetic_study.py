@@ -10,7 +10,7 @@
 
 Units: losses are error probabilities in [0, 1]; synthetic costs sum to 1, so a cost is a
 fraction of the full chain's cost. Objectives ``J = lam*loss + (1-lam)*cost`` share those units.
-Everything is plain numpy/pandas: no Hydra here; :mod:`ttamer.run` builds the config.
+Everything is plain numpy/pandas: no Hydra here; :mod:`ttamer.app.main` builds the config.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ import pandas as pd
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from ttamer.chain import Chain, check_lambda, save_chain
+from ttamer.model.chain import Chain, check_lambda, save_chain
+from ttamer.model.synthetic import (
+    FAMILIES,
+    SyntheticSpec,
+    lower_bound_chain,
+    lower_bound_values,
+    random_chain,
+)
 from ttamer.solvers import (
     evaluate_no_recall_solution,
     evaluate_recall_solution,
@@ -35,7 +42,6 @@ from ttamer.solvers import (
     solve_recall,
     threshold_candidates,
 )
-from ttamer.synthetic import FAMILIES, SyntheticSpec, lower_bound_chain, lower_bound_values, random_chain
 
 FloatArray = NDArray[np.float64]
 
@@ -157,7 +163,7 @@ def lower_bound_table(cfg: SyntheticStudyConfig) -> pd.DataFrame:
     ``case`` is ``"generalised"`` (the grid of the config at ``lower_bound_lam``) or
     ``"theorem_3_4"`` (n=2, cost 0, lam=1, where the ratio is exactly ``alpha``). Columns
     ``no_recall``, ``recall``, ``prophet``: solver objectives; ``*_closed``: closed forms of
-    :func:`ttamer.synthetic.lower_bound_values`; ``ratio`` = no_recall/recall (solver) and
+    :func:`ttamer.model.synthetic.lower_bound_values`; ``ratio`` = no_recall/recall (solver) and
     ``ratio_closed`` (closed form)."""
     rows = [
         _lower_bound_row(float(a), n, cs, cfg.lower_bound_lam, "generalised")

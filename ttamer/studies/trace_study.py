@@ -8,10 +8,10 @@ from typing import Literal
 
 import pandas as pd
 
-from ttamer.calibration import calibration_table
-from ttamer.pareto import DEFAULT_DELTAS, hull_table, summarise
-from ttamer.sweep import SweepConfig, run_sweep
-from ttamer.traces import Trace
+from ttamer.evaluation.calibration import calibration_table
+from ttamer.evaluation.pareto import DEFAULT_DELTAS, hull_table, summarise
+from ttamer.evaluation.scoring import SweepConfig, run_sweep
+from ttamer.traces.trace import Trace
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Measured per-stage latency of a multi-exit model: each stage (segment + exit head) timed on
 real inputs, at batch size 1 and a larger batch, median of repeated timings after warm-up; each
 exit head is also timed alone, so that the head's share of a stage is known (stage skipping,
-:mod:`ttamer.skip_costs`). The hardware and library versions go with every table."""
+:mod:`ttamer.model.skip_costs`). The hardware and library versions go with every table."""
 
 from __future__ import annotations
 

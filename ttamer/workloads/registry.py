@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from ttamer.errors import FieldError
-from ttamer.traces import Trace
+from ttamer.traces.trace import Trace
 
 Producer = Callable[[dict[str, Any], Path], Trace]
 
 PRODUCERS: dict[str, str] = {
-    "digits": "ttamer.workloads.digits:produce",
-    "fashion_mnist": "ttamer.workloads.fashion_mnist:produce",
-    "sst2_minilm": "ttamer.workloads.sst2_minilm:produce",
-    "glue_hf": "ttamer.workloads.glue_hf:produce",
-    "imagenet_timm": "ttamer.workloads.imagenet_timm:produce",
+    "digits": "ttamer.workloads.vision.digits:produce",
+    "fashion_mnist": "ttamer.workloads.vision.fashion_mnist:produce",
+    "sst2_minilm": "ttamer.workloads.text.sst2_minilm:produce",
+    "glue_hf": "ttamer.workloads.text.glue_hf:produce",
+    "imagenet_timm": "ttamer.workloads.vision.imagenet_timm:produce",
 }
 
 

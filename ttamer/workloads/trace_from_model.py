@@ -1,6 +1,6 @@
 """Turn a trained multi-exit model and a held-out split into a trace (README: traces): every exit's
 class probabilities, and each stage's measured latency at batch size 1 as its cost (with the
-exit head's share of it in ``meta``, for stage skipping: :mod:`ttamer.skip_costs`)."""
+exit head's share of it in ``meta``, for stage skipping: :mod:`ttamer.model.skip_costs`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ttamer.skip_costs import shared_backbone_groups, skip_meta
-from ttamer.traces import Trace
+from ttamer.model.skip_costs import shared_backbone_groups, skip_meta
+from ttamer.traces.trace import Trace
 from ttamer.workloads.latency import (
     LatencyConfig,
     environment,

