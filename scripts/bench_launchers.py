@@ -36,7 +36,7 @@ def launch(name: str, seeds: list[int], cpus: int, root: Path) -> dict[str, floa
     """One multirun in a fresh folder: wall seconds, the jobs' own seconds, the overhead."""
     extra = [a.format(cpus=cpus) for a in LAUNCHERS[name]]
     sweep = root / name
-    cmd = [sys.executable, "-m", "ttamer.app.main", "-m", *JOB, "seed=" + ",".join(map(str, seeds)), *extra,
+    cmd = [sys.executable, "-m", "ttamer.app.run", "-m", *JOB, "seed=" + ",".join(map(str, seeds)), *extra,
            f"hydra.sweep.dir={sweep}"]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled"}
     t0 = time.perf_counter()

@@ -196,7 +196,7 @@ def _machine(load_at_start: float) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=1_000_000, help="test-split samples")
     ap.add_argument("--fit-samples", type=int, default=100_000, help="fit-split samples")
@@ -213,58 +213,64 @@ def main(argv: list[str] | None = None) -> None:
         args.samples, args.fit_samples, args.repeats = 20_000, 5_000, 1
     if args.knobs < 3 or args.stages < 2 or args.repeats < 1:
         ap.error("need --knobs >= 3, --stages >= 2, --repeats >= 1")
+    args.chosen = [p for p in args.policies.split(",") if p]
+    unknown = sorted(set(args.chosen) - set(POLICIES))
+    if unknown:
+        ap.error(f"unknown policies {unknown}")
+    return args
 
-    wall0 = time.perf_counter()
-    load_at_start = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    fit = synthetic_trace(args.fit_samples, args.stages, args.seed)
-    test = synthetic_trace(args.samples, args.stages, args.seed + 1)
-    tiny = synthetic_trace(1, args.stages, args.seed + 2)
-    build_s = time.perf_counter() - t0
-    print(
-        f"traces: fit {fit.n_samples:,} / test {test.n_samples:,} samples x {test.n_stages} stages "
-        f"(2 classes, probs), built in {build_s:.1f} s",
-        file=sys.stderr,
-    )
 
-    # the reference pass
+@dataclass(frozen=True)
+class Reference:
+    """The plain numpy pass over the same test split: seconds, CPU seconds, seconds of its
+    comparisons alone, and evaluations (sample x stage x knob) per second."""
+
+    seconds: float
+    cpu_s: float
+    compare_s: float
+    evals_per_second: float
+
+
+def _reference(fit: Trace, test: Trace, args: argparse.Namespace) -> Reference:
     thresholds = np.sort(np.quantile(fit.conf, np.linspace(0.0, 1.0, args.knobs)))
     ref_s, ref_cpu_s = _median_seconds(lambda: numpy_pass(test.conf, thresholds), args.repeats)
     cmp_s, _ = _median_seconds(lambda: numpy_pass(test.conf, thresholds, reduce=False), args.repeats)
-    ref_eps = args.samples * args.stages * args.knobs / ref_s
+    return Reference(ref_s, ref_cpu_s, cmp_s, args.samples * args.stages * args.knobs / ref_s)
 
-    policies = policies_with_knobs(args.knobs)
-    chosen = [p for p in args.policies.split(",") if p]
-    unknown = sorted(set(chosen) - set(policies))
-    if unknown:
-        ap.error(f"unknown policies {unknown}")
-    rows: list[Row] = []
-    all_totals: dict[str, list[float]] = {}
-    for name in chosen:
-        policy = policies[name]
-        totals, total_cpus, fits, fit_cpus, knobs = [], [], [], [], 0
-        for _ in range(args.repeats):
-            gc.collect()
-            wall, cpu, knobs = _run(policy, fit, test)
-            totals.append(wall)
-            total_cpus.append(cpu)
-            gc.collect()
-            wall, cpu, _ = _run(policy, fit, tiny)
-            fits.append(wall)
-            fit_cpus.append(cpu)
-        total_s, fit_s = statistics.median(totals), statistics.median(fits)
-        test_s = max(total_s - fit_s, 1e-9)
-        test_cpu_s = max(statistics.median(total_cpus) - statistics.median(fit_cpus), 1e-9)
-        eps = args.samples * args.stages * knobs / test_s
-        peak = None if args.no_memory else _peak_bytes(policy, fit, test) / 2**20
+
+def _time_policy(
+    name: str,
+    policy: TracePolicy,
+    traces: tuple[Trace, Trace, Trace],
+    args: argparse.Namespace,
+    ref: Reference,
+) -> tuple[Row, list[float]]:
+    """One policy's row (medians over the repeats; the fit time is that on a 1-sample test
+    split) and its total seconds of every repeat. ``traces``: fit, test and the 1-sample test."""
+    fit, test, tiny = traces
+    totals, total_cpus, fits, fit_cpus, knobs = [], [], [], [], 0
+    for _ in range(args.repeats):
         gc.collect()
-        rows.append(Row(name, knobs, total_s, fit_s, test_s, test_cpu_s, eps, ref_eps / eps, peak))
-        mem = "" if peak is None else f", peak {peak:,.0f} MiB"
-        runs = ", ".join(f"{t:.2f}" for t in totals)
-        print(f"  {name}: {runs} s (fit {fit_s:.2f} s){mem}", file=sys.stderr)
-        all_totals[name] = totals
+        wall, cpu, knobs = _run(policy, fit, test)
+        totals.append(wall)
+        total_cpus.append(cpu)
+        gc.collect()
+        wall, cpu, _ = _run(policy, fit, tiny)
+        fits.append(wall)
+        fit_cpus.append(cpu)
+    total_s, fit_s = statistics.median(totals), statistics.median(fits)
+    test_s = max(total_s - fit_s, 1e-9)
+    test_cpu_s = max(statistics.median(total_cpus) - statistics.median(fit_cpus), 1e-9)
+    eps = args.samples * args.stages * knobs / test_s
+    peak = None if args.no_memory else _peak_bytes(policy, fit, test) / 2**20
+    gc.collect()
+    mem = "" if peak is None else f", peak {peak:,.0f} MiB"
+    runs = ", ".join(f"{t:.2f}" for t in totals)
+    print(f"  {name}: {runs} s (fit {fit_s:.2f} s){mem}", file=sys.stderr)
+    return Row(name, knobs, total_s, fit_s, test_s, test_cpu_s, eps, ref.evals_per_second / eps, peak), totals
 
-    wall_s = time.perf_counter() - wall0
+
+def _print_table(rows: list[Row], ref: Reference, args: argparse.Namespace) -> None:
     header = (
         f"{'policy':<22} {'knobs':>5} {'total s':>8} {'fit s':>7} {'test s':>7} {'test cpu':>8} "
         f"{'evals/s':>10} {'ratio':>6} {'peak MiB':>9}"
@@ -278,20 +284,26 @@ def main(argv: list[str] | None = None) -> None:
             f"{r.test_cpu_s:>8.3f} {r.evals_per_second:>10.3g} {r.ratio:>6.2f} {peak_text:>9}"
         )
     print(
-        f"{'numpy pass (reference)':<22} {args.knobs:>5} {ref_s:>8.3f} {0.0:>7.3f} {ref_s:>7.3f} "
-        f"{ref_cpu_s:>8.3f} {ref_eps:>10.3g} {1.0:>6.2f} {'-':>9}"
+        f"{'numpy pass (reference)':<22} {args.knobs:>5} {ref.seconds:>8.3f} {0.0:>7.3f} {ref.seconds:>7.3f} "
+        f"{ref.cpu_s:>8.3f} {ref.evals_per_second:>10.3g} {1.0:>6.2f} {'-':>9}"
     )
-    print(f"(its comparisons alone, without argmax: {cmp_s:.3f} s)")
-    load_now = os.getloadavg()[0]
-    print(f"wall time {wall_s:.1f} s; 1-min load average {load_at_start:.2f} at start, {load_now:.2f} at end")
+    print(f"(its comparisons alone, without argmax: {ref.compare_s:.3f} s)")
 
-    result = {
+
+def _result(
+    rows: list[Row],
+    all_totals: dict[str, list[float]],
+    ref: Reference,
+    args: argparse.Namespace,
+    wall_s: float,
+) -> dict[str, Any]:
+    return {
         "evals_per_second": {r.policy: r.evals_per_second for r in rows},
         "ratio_to_numpy_pass": {r.policy: r.ratio for r in rows},
-        "numpy_pass_evals_per_second": ref_eps,
-        "numpy_pass_s": ref_s,
-        "numpy_pass_cpu_s": ref_cpu_s,
-        "numpy_compare_only_s": cmp_s,
+        "numpy_pass_evals_per_second": ref.evals_per_second,
+        "numpy_pass_s": ref.seconds,
+        "numpy_pass_cpu_s": ref.cpu_s,
+        "numpy_compare_only_s": ref.compare_s,
         "knobs_per_policy": {r.policy: r.knobs for r in rows},
         "total_s": {r.policy: r.total_s for r in rows},
         "total_s_each_repeat": all_totals,
@@ -305,13 +317,39 @@ def main(argv: list[str] | None = None) -> None:
         "knobs": args.knobs,
         "repeats": args.repeats,
         "wall_s": wall_s,
-        "machine": _machine(load_at_start),
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    wall0 = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    fit = synthetic_trace(args.fit_samples, args.stages, args.seed)
+    test = synthetic_trace(args.samples, args.stages, args.seed + 1)
+    tiny = synthetic_trace(1, args.stages, args.seed + 2)
+    build_s = time.perf_counter() - t0
+    print(
+        f"traces: fit {fit.n_samples:,} / test {test.n_samples:,} samples x {test.n_stages} stages "
+        f"(2 classes, probs), built in {build_s:.1f} s",
+        file=sys.stderr,
+    )
+    ref = _reference(fit, test, args)
+    policies = policies_with_knobs(args.knobs)
+    rows: list[Row] = []
+    all_totals: dict[str, list[float]] = {}
+    for name in args.chosen:
+        row, all_totals[name] = _time_policy(name, policies[name], (fit, test, tiny), args, ref)
+        rows.append(row)
+    wall_s = time.perf_counter() - wall0
+    _print_table(rows, ref, args)
+    load_now = os.getloadavg()[0]
+    print(f"wall time {wall_s:.1f} s; 1-min load average {load_at_start:.2f} at start, {load_now:.2f} at end")
+    result = {**_result(rows, all_totals, ref, args, wall_s), "machine": _machine(load_at_start)}
     line = json.dumps(result, sort_keys=True)
     if args.out is not None:
         atomic_write_bytes(args.out, (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
     print(line)
-
 
 if __name__ == "__main__":
     main()

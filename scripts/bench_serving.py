@@ -1,8 +1,10 @@
 """Serve an early-exit model for real (README: serving) and compare with the trace replay.
 
 1. The workload's model is trained, or loaded with its trace from the cache (weights persisted
-   next to the trace: ``ttamer.traces.cache.cached_model``); the workload config is the one
-   ``ttamer-run workload=<name>`` composes, so the cache key is the same.
+   next to the trace: ``ttamer.workloads.trained.cached_model``); the workload config is its
+   dataclass's defaults, the values ``ttamer-run workload=<name>`` composes (with the default
+   data root), so the cache key is the same. The workload's implementation provides the
+   held-out samples as requests (``held_out_requests``).
 2. The trace's samples are split at random (``--fit-fraction``, seeded) into a fit split and a
    held-out split; the chain is fitted on the fit split (the workload's ``fit`` config).
 3. Knobs, chosen on the fit split only (in-sample replay): the target accuracy is the full
@@ -52,11 +54,10 @@ import pandas as pd
 import torch
 
 from ttamer.fileio import atomic_write_bytes
-from ttamer.fitting.chain import FitConfig
 from ttamer.fitting.posterior import PosteriorConfig, fit_posterior
 from ttamer.policies import MaxSoftmaxPolicy, PatiencePolicy, ScoringContext, score_decisions
 from ttamer.policies.base import Decisions
-from ttamer.policies.grids import LambdaSweep
+from ttamer.policies.grids import LambdaGrid
 from ttamer.policies.posterior import posterior_decisions
 from ttamer.policies.recall import recall_decisions
 from ttamer.serving import (
@@ -73,95 +74,22 @@ from ttamer.serving import (
 from ttamer.serving.decide import DecisionRule
 from ttamer.serving.runtime import StagedModel, concat, one_row_probabilities, to_device
 from ttamer.traces.trace import Trace
+from ttamer.workloads.base import WorkloadConfig, resolve_path, workload, workloads
+from ttamer.workloads.trained import cached_model
 
 log = logging.getLogger("bench_serving")
 ROOT = Path(__file__).resolve().parents[1]
-WORKLOADS = ("digits", "fashion_mnist", "sst2_minilm")
 LOOPS = {"batch": run_load, "stagewise": run_load_stagewise}  # ttamer.serving.load
 
 
 # ------------------------------------------------------------------------------ the workload
 
 
-def workload_config(name: str, seed: int) -> tuple[dict[str, Any], FitConfig]:
-    """The trace config (the cache key, as ``ttamer-run`` builds it) and the fit config."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from ttamer.app.main import NOT_IN_TRACE_KEY
-    from ttamer.app.schema import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=[f"workload={name}", "logger=none", f"seed={seed}"])
-    full: dict[str, Any] = OmegaConf.to_container(cfg.workload, resolve=True)  # type: ignore[assignment]
-    config = {k: v for k, v in full.items() if k not in NOT_IN_TRACE_KEY}
-    config["seed"] = int(cfg.seed)
-    return config, FitConfig(**dict(full.get("fit") or {}))
-
-
-def held_out_requests(name: str, config: dict[str, Any], model: Any, trace: Trace) -> tuple[StagedModel, Any]:
-    """The served model and the trace's samples as requests (in the trace's order)."""
-    if name == "digits":
-        from ttamer.workloads.vision.digits import DigitsConfig, load_split
-
-        cfg = DigitsConfig.from_dict(config)
-        _, _, x_te, y_te = load_split(cfg.test_size, cfg.seed)
-        _check_labels(y_te, trace)
-        return TorchStages(model), torch.from_numpy(x_te)
-    if name == "fashion_mnist":
-        from ttamer.workloads.vision import fashion_mnist as fm
-
-        fcfg = fm.FashionMnistConfig.from_dict(config)
-        rng = np.random.default_rng(fcfg.seed)
-        train_labels = fm.load_split(fcfg.data_dir, "train")[1]
-        images, labels = fm.load_split(fcfg.data_dir, "t10k")
-        fm.subsample(len(train_labels), fcfg.train_subsample, rng, "workload.train_subsample")
-        te = fm.subsample(len(labels), fcfg.test_subsample, rng, "workload.test_subsample")
-        _check_labels(labels[te], trace)
-        return TorchStages(model), fm.to_tensor(images[te], fcfg.image_size)
-    if name == "sst2_minilm":
-        from ttamer.workloads.text import sst2_minilm as sst
-        from ttamer.workloads.text.text_exits import load_backbone, text_exits_config, tokenize
-
-        tcfg = text_exits_config(config)
-        folder = sst.resolve_path(str(config.get("data_dir", "../shared/data/sst2")))
-        texts, labels = sst.sst2_split(folder, "test")
-        size = config.get("test_size")
-        te = sst.subsample(len(texts), None if size is None else int(size), tcfg.seed + 1)
-        texts, labels = [texts[i] for i in te], labels[te]
-        _check_labels(labels, trace)
-        model_dir = config.get("model_dir")
-        folder_model = sst.minilm_folder() if model_dir is None else sst.resolve_path(str(model_dir))
-        _, tokenizer = load_backbone(folder_model)
-        tokens = tokenize(tokenizer, texts, None, tcfg.max_length)
-        first = None
-        if bool(config.get("vader_stage", True)):
-            first = _vader_stage(trace)
-            return TorchStages(model, first=first), (texts, tokens)
-        return TorchStages(model), tokens
-    raise SystemExit(f"unknown workload {name!r}; choose from {WORKLOADS}")
-
-
-def _vader_stage(trace: Trace) -> Any:
-    """VADER with the trace's calibration: raw texts -> (B, 2) probabilities."""
-    from vader import SentimentIntensityAnalyzer
-
-    analyzer = SentimentIntensityAnalyzer()
-    how = trace.meta.get("vader_calibration", "logistic")
-    a, b = float(trace.meta["vader_slope"]), float(trace.meta["vader_intercept"])
-
-    def first(texts: list[str]) -> np.ndarray:
-        c = np.asarray([analyzer.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
-        p = (1.0 + np.clip(c, -1.0, 1.0)) / 2.0 if how == "linear" else 1.0 / (1.0 + np.exp(-(a * c + b)))
-        return np.stack([1.0 - p, p], axis=1)
-
-    return first
-
-
-def _check_labels(labels: Any, trace: Trace) -> None:
-    if not np.array_equal(np.asarray(labels), trace.labels):
-        raise SystemExit("the reloaded held-out samples are not the trace's (labels differ)")
+def workload_config(args: argparse.Namespace) -> WorkloadConfig:
+    """The workload's config: its defaults (the values ``ttamer-run workload=<name>`` composes
+    with the default data root), with this script's cache folder and fit fraction."""
+    defaults = workload(args.workload).config()
+    return dataclasses.replace(defaults, cache_dir=args.cache_dir, fit_fraction=args.fit_fraction)
 
 
 # ------------------------------------------------------------------------------- the knobs
@@ -200,7 +128,7 @@ def choose_policies(ctx: ScoringContext, delta: float) -> tuple[list[Choice], fl
     fit_states = ctx.fitted.states(fit)
     chain = ctx.fitted.chain
     in_sample = ScoringContext(fit, fit, ctx.fit_config)
-    lams = LambdaSweep().lambdas()
+    lams = LambdaGrid().lambdas()
     post = fit_posterior(fit, PosteriorConfig())  # default hyper-parameters: no cross-validation here
     candidates: list[tuple[str, Decisions, Callable[[float], DecisionRule]]] = [
         ("recall", recall_decisions(chain, fit_states, lams), lambda k: RecallRule(ctx.fitted, k)),
@@ -280,7 +208,7 @@ def hot_decision_s(model: StagedModel, request: Any, rule: DecisionRule, repeats
     row = one_row_probabilities(model)
     t0 = time.perf_counter()
     for _ in range(repeats):
-        rule.step1(0, row(output), {})
+        rule.step_single(0, row(output), {})
     return (time.perf_counter() - t0) / repeats
 
 
@@ -355,7 +283,8 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workload", choices=WORKLOADS, default="digits")
+    ap.add_argument("--workload", choices=sorted(workloads()), default="digits",
+                    help="a workload that serves its trained model (its held_out_requests)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="fewer requests; last line: one JSON object")
     ap.add_argument("--seed", type=int, default=0, help="workload seed (the cache key) and split seed")
     ap.add_argument("--fit-fraction", type=float, default=0.5)
@@ -393,26 +322,25 @@ class Setup:
 
 def prepare(args: argparse.Namespace) -> Setup:
     """Model and trace (cached or trained), the fit / held-out split, the policies' knobs."""
-    from ttamer.traces.cache import cached_model
-
     torch.set_num_threads(args.threads)  # before training: a trace timed with torch's default uses it
-    config, fit_config = workload_config(args.workload, args.seed)
-    model_net, trace, reused = cached_model(args.workload, config, args.cache_dir, args.out)
+    config = workload_config(args)
+    held_out_requests = workload(args.workload).function("held_out_requests")  # fails before training
+    model_net, trace, reused = cached_model(config, args.seed, resolve_path(config.cache_dir), args.out)
     log.info("model and trace %s (%d samples, %d stages; stages timed with %s torch threads)",
              "reused" if reused else "trained", trace.n_samples, trace.n_stages,
              trace.meta.get("env_torch_threads", "?"))  # fmt: skip
-    model, requests = held_out_requests(args.workload, config, model_net, trace)
+    model, requests = held_out_requests(config, args.seed, model_net, trace)
     if args.device != "cpu":
         model = dataclasses.replace(cast(TorchStages, model), device=args.device)  # the network moves there
         requests = to_device(requests, torch.device(args.device))
     rng = np.random.default_rng(args.seed)
     perm = rng.permutation(trace.n_samples)
-    n_fit = round(args.fit_fraction * trace.n_samples)
+    n_fit = round(config.fit_fraction * trace.n_samples)
     fit_rows, test_rows = np.sort(perm[:n_fit]), np.sort(perm[n_fit:])
     max_req = args.max_requests or (500 if args.quick else None)
     if max_req is not None and len(test_rows) > max_req:
         test_rows = np.sort(rng.choice(test_rows, size=max_req, replace=False))
-    ctx = ScoringContext(trace.subset(fit_rows), trace.subset(test_rows), fit_config)
+    ctx = ScoringContext(trace.subset(fit_rows), trace.subset(test_rows), config.fit)
     choices, target = choose_policies(ctx, args.delta)
     log.info("fit %d, held-out %d requests; target fit accuracy %.4f; knobs %s", n_fit, len(test_rows),
              target, {c.name: round(c.knob, 6) for c in choices})  # fmt: skip

@@ -79,14 +79,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "chain.npz"
         save_chain(shared_support_chain(args.stages, args.values, seed=0), path)
-        cli = {p: _time_cli(path, p, args.repeats) for p in ("recall", "no-recall", "prophet")}
+        cli = {p: _time_cli(path, p, args.repeats) for p in ("recall", "no_recall", "prophet")}
         inproc = _time_in_process(path, args.repeats)
     mm = _time_matmuls(args.stages, args.values, args.repeats)
     result = {
         "benchmark": "ttamer solve, shared support",
         "n_stages": args.stages,
         "n_values": args.values,
-        **{f"cli_{p.replace('-', '_')}_s": round(t, 3) for p, t in cli.items()},
+        **{f"cli_{p}_s": round(t, 3) for p, t in cli.items()},
         **{k: round(v, 3) for k, v in inproc.items()},
         "matmul_reference_s": round(mm, 3),
         "ratio_solver_to_matmul": round(inproc["recall_solve_s"] / mm, 3),

@@ -228,7 +228,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, tuple[int, int], list[tuple[int, int]]]:
+    """The options, the (K, n) of the main chain and the (K, n) sizes of the grid."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="K = 1000, n = 12 only")
     ap.add_argument("--repeats", type=int, default=3)
@@ -248,6 +249,11 @@ def main(argv: list[str] | None = None) -> None:
             if args.quick
             else [(k, n) for k in (100, 300, 1000, 3000) for n in (6, 12, 24)]
         )
+    return args, (k_main, n_main), sizes
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, (k_main, n_main), sizes = _parse_args(argv)
     grid_rows = []
     for k, n in sizes:
         reps = 1 if k >= 3000 else args.repeats

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ttamer.evaluation.pareto import summarise
-from ttamer.evaluation.scoring import SweepConfig, run_sweep
+from ttamer.evaluation.scoring import ScoringConfig, score_policies
 from ttamer.fileio import atomic_write_bytes
 from ttamer.fitting.chain import FitConfig
 from ttamer.traces.importers import import_frugalml
@@ -38,8 +38,8 @@ def main() -> None:
     for dataset in ("IMDB", "SHOP"):
         trace = import_frugalml(args.data_root / "frugalml" / f"mlserviceperformance_{dataset}")
         for fit in VARIANTS:
-            cfg = SweepConfig(("recall", "no_recall", "static"), args.splits, 0.5, 0, fit, progress=False)
-            summary = summarise(run_sweep(trace, cfg), reference="best_stage")
+            cfg = ScoringConfig(("recall", "no_recall", "static"), args.splits, 0.5, 0, fit, progress=False)
+            summary = summarise(score_policies(trace, cfg), reference="best_stage")
             summary = summary[
                 summary["metric"].isin(METRICS) & summary["policy"].isin(["recall", "no_recall"])
             ]

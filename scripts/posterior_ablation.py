@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from ttamer.evaluation.pareto import summarise
-from ttamer.evaluation.scoring import SweepConfig, run_sweep
+from ttamer.evaluation.scoring import ScoringConfig, score_policies
 from ttamer.fileio import atomic_write_bytes
 from ttamer.policies import TracePolicy, make_policy
 from ttamer.traces.importers import import_frugalml
@@ -52,13 +52,14 @@ def ablate(trace: Trace, label: str, reference: str, splits: int, seed: int) -> 
     """Every variant on the same splits of ``trace``: tidy rows ``trace, variant, metric, mean,
     ci95_half, n_splits``."""
     rows = []
-    static = run_sweep(trace, SweepConfig(policies=("static",), n_splits=splits, seed=seed, progress=False))
+    static_config = ScoringConfig(policies=("static",), n_splits=splits, seed=seed, progress=False)
+    static = score_policies(trace, static_config)
     for name, policy in variants().items():
         t0 = time.perf_counter()
-        config = SweepConfig(
+        config = ScoringConfig(
             policies=(policy,), n_splits=splits, seed=seed, progress=False, reference=reference
         )
-        points = pd.concat([static, run_sweep(trace, config)], ignore_index=True)
+        points = pd.concat([static, score_policies(trace, config)], ignore_index=True)
         summary = summarise(points, reference=reference)  # type: ignore[arg-type]
         summary = summary[(summary["policy"] == policy.name) & summary["metric"].isin(METRICS)]
         for _, r in summary.iterrows():

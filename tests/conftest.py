@@ -27,7 +27,7 @@ def run_app(
     cwd: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 300,
-    module: str = "ttamer.app.main",
+    module: str = "ttamer.app.run",
     args: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <module> <args> <overrides>`` (default: the ``ttamer-run`` entry point)
@@ -39,9 +39,23 @@ def run_app(
     )  # fmt: skip
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests under ``tests/integration`` carry the ``integration`` marker (``-m "not integration"``
-    runs the unit tests alone)."""
+    runs the unit tests alone); ``gpu`` tests are skipped where CUDA is missing."""
+    no_gpu = pytest.mark.skip(reason="no CUDA device (gpu test)")
+    cuda: bool | None = None
     for item in items:
         if "integration" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("gpu") is not None:
+            cuda = _cuda_available() if cuda is None else cuda
+            if not cuda:
+                item.add_marker(no_gpu)

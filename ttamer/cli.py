@@ -1,4 +1,5 @@
-"""The plain command line: ``ttamer solve``, ``ttamer sweep``, ``ttamer import-frugalml`` and
+"""The plain command line: ``ttamer solve``, ``ttamer sweep`` (score trace policies on fit/test
+splits, :func:`ttamer.evaluation.scoring.score_policies`), ``ttamer import-frugalml`` and
 ``ttamer import-csv``.
 
 Kept free of heavy imports at the top (no pandas, matplotlib or Hydra; the trace commands import
@@ -21,7 +22,8 @@ from ttamer.errors import FieldError
 from ttamer.loading import one_line
 from ttamer.model.chain import Chain, ChainError, check_lambda
 
-POLICIES = ("recall", "no-recall", "prophet")
+SOLVE_POLICIES = ("recall", "no_recall", "prophet")
+"""The policies ``ttamer solve`` solves a chain or graph for (the names the rest of the package uses)."""
 
 
 class UsageError(Exception):
@@ -63,7 +65,7 @@ def solve_one(
         sol = solvers.solve_recall(chain, lam, method=method)
         ev = solvers.evaluate_recall_solution(chain, sol)
         out["index"] = [_floats(x[0]) for x in sol.index]
-    elif policy == "no-recall":
+    elif policy == "no_recall":
         nsol = solvers.solve_no_recall(chain, lam)
         ev = solvers.evaluate_no_recall_solution(chain, nsol)
         out["stop"] = [x[0].tolist() for x in nsol.stop]
@@ -160,22 +162,23 @@ def _write_out(path: str, data: bytes) -> None:
         raise UsageError(f"--out: cannot write {path} ({exc.strerror or exc})") from None
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from ttamer.evaluation.scoring import SweepConfig, resolve_policies, run_sweep
+def _scoring_config(args: argparse.Namespace) -> Any:
+    """The :class:`~ttamer.evaluation.scoring.ScoringConfig` of ``ttamer sweep``'s options; bad
+    values and unknown policy names fail here, before any trace is read."""
+    from ttamer.evaluation.scoring import ScoringConfig, resolve_policies
     from ttamer.fitting.chain import FitConfig
 
-    t0 = time.perf_counter()
     if args.fit is not None and args.splits is not None:
         raise UsageError("--splits: does not apply with --fit (the fit trace is the one fit split)")
     if args.policies is None:
-        from ttamer.policies import POLICIES
+        from ttamer.policies import default_trace_policies
 
-        names: tuple[str, ...] = tuple(POLICIES)  # those the trace cannot support are skipped
+        names: tuple[str, ...] = default_trace_policies()  # those the trace cannot support are skipped
     else:
         names = tuple(x.strip() for x in args.policies.split(",") if x.strip())
     try:
         fit_config = FitConfig(score=args.score, n_bins=args.bins, agreement=args.agreement)
-        config = SweepConfig(
+        config = ScoringConfig(
             policies=names,
             n_splits=5 if args.splits is None else args.splits,
             fit_fraction=args.fit_fraction,
@@ -185,10 +188,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             target=args.target,
             skip_unsupported=args.policies is None,
         )
-        resolve_policies(config.policies)  # unknown names fail before any trace is read
+        resolve_policies(config.policies)
     except FieldError as exc:
         message = str(exc).removeprefix(f"{exc.field}: ")
         raise UsageError(f"--{_OPTION.get(exc.field, exc.field)}: {message}") from None
+    return config
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    """``ttamer sweep``: score trace policies over their knob grids (README: traces)."""
+    from ttamer.evaluation.scoring import score_policies
+
+    t0 = time.perf_counter()
+    config = _scoring_config(args)
     trace = _load_trace_arg(args.trace, "TRACE")
     fit_trace = None
     if args.fit is not None:
@@ -198,7 +210,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 f"--fit: {args.fit} has {fit_trace.n_stages} stages but {args.trace} has {trace.n_stages}"
             )
     try:
-        df = run_sweep(trace, config, fit_trace=fit_trace)
+        df = score_policies(trace, config, fit_trace=fit_trace)
     except FieldError as exc:
         raise UsageError(f"{args.trace}: {exc}") from None
     _write_out(args.out, df.to_csv(index=False).encode())
@@ -285,6 +297,14 @@ def _cmd_import_csv(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ttamer", description="T-Tamer: optimal stopping with recall for cascades.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_solve_command(sub)
+    _add_sweep_command(sub)
+    _add_import_commands(sub)
+    return parser
+
+
+def _add_solve_command(sub: Any) -> None:
+    """``ttamer solve``: solve chain or graph instance files."""
     solve = sub.add_parser(
         "solve",
         help="solve chain or graph instance files (.json or .npz); one JSON line per file",
@@ -299,13 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
             "prints the optimal objective, first_node, expected_loss, expected_cost, and per node "
             "the probability of being returned and of being run; recall adds the index per node "
             "(trees: one value per state of the node's parent; closures: per state of the node), "
-            "no-recall stop and next_node (trees: the best descending walk). General DAGs and "
+            "no_recall the stop sets and next_node (trees: the best descending walk). General DAGs and "
             "--policy prophet on non-path graphs exit with code 2."
         ),
     )
     solve.add_argument("files", nargs="+", help="chain or graph files (.json or .npz)")
     solve.add_argument("--lam", type=str, required=True, help="trade-off weight in [0, 1]")
-    solve.add_argument("--policy", choices=POLICIES, default="recall")
+    solve.add_argument(
+        "--policy", choices=SOLVE_POLICIES, default="recall", help="the policy to solve for (default recall)"
+    )
     solve.add_argument(
         "--method", choices=("dense", "banded"), default="dense",
         help="recall on chains: dense matrix products, or the band-structured step (both exact)",
@@ -317,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     solve.set_defaults(func=_cmd_solve)
 
+
+def _add_sweep_command(sub: Any) -> None:
+    """``ttamer sweep``: score trace policies on fit/test splits of a trace."""
     sweep = sub.add_parser(
         "sweep",
         help="score trace policies on fit/test splits of a trace; writes a tidy CSV",
@@ -334,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fit", default=None, help="separate trace to fit on (then split = 0, no random split)"
     )
     sweep.add_argument(
-        "--policies", default=None, help="comma-separated policy names (default: every registered policy)"
+        "--policies", default=None, help="comma-separated policy names (default: every default policy)"
     )
     sweep.add_argument("--splits", type=int, default=None, help="random fit/test splits R (default 5)")
     sweep.add_argument("--fit-fraction", type=float, default=0.5, help="share of samples fitted on (0.5)")
@@ -360,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sweep.set_defaults(func=_cmd_sweep)
 
+
+def _add_import_commands(sub: Any) -> None:
+    """``ttamer import-frugalml`` and ``ttamer import-csv``: build a trace from other formats."""
     frugal = sub.add_parser(
         "import-frugalml",
         help="turn a FrugalML dataset folder into a trace",
@@ -387,7 +415,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     csv.add_argument("--cost-unit", default=None, help="cost unit (replaces the cost_unit column)")
     csv.set_defaults(func=_cmd_import_csv)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,3 +29,18 @@ def real_array(value: Any, field: str, error: type[FieldError] = FieldError) -> 
         if arr.size or arr.dtype.kind not in "OUS":
             raise error(field, f"must hold real numbers, got {arr.dtype} values")
     return np.asarray(arr, dtype=np.float64)
+
+
+def check_bounds(
+    owner: object, names: tuple[str, ...], low: float, strict: bool = False, optional: bool = False
+) -> None:
+    """FieldError naming the first field of ``owner`` in ``names`` whose value is below ``low``
+    (``strict``: not above it); ``None`` passes when ``optional``. For configs'
+    ``__post_init__``: ``check_bounds(self, ("epochs", "batch_size"), 1)``."""
+    for name in names:
+        value = getattr(owner, name)
+        if value is None and optional:
+            continue
+        if value is None or value < low or (strict and value == low):
+            bound = f"{'>' if strict else '>='} {low:g}{' or null' if optional else ''}"
+            raise FieldError(name, f"must be {bound}, got {value}")

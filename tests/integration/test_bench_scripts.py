@@ -50,6 +50,7 @@ def test_bench_solver_tiny(tmp_path: Path) -> None:
     assert "dense recall solver" in text
 
 
+@pytest.mark.slow
 def test_bench_scoring_tiny(tmp_path: Path) -> None:
     from ttamer.policies import POLICIES
 
@@ -77,6 +78,7 @@ def test_bench_aggregation_quick(tmp_path: Path) -> None:
     assert np.isfinite(result["exact_seconds"])
 
 
+@pytest.mark.slow
 def test_bench_serving_digits_tiny(tmp_path: Path) -> None:
     """Trains the digits model into a fresh cache, serves 60 held-out requests in every mode and
     both load loops; every served decision equals the replay's."""

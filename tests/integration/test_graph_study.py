@@ -1,6 +1,6 @@
 """Graph studies (``ttamer.studies.graph_study``) and their Hydra entry (``structure=skip|tree``):
-the tables against independent recomputations (the chain sweep on the same splits, the skip
-cost matrix, the chain sweep on a reordered trace), and the refusals."""
+the tables against independent recomputations (the chain policies scored on the same splits,
+the skip cost matrix, the chain policies scored on a reordered trace), and the refusals."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from _frugal import write_frugal_folder
 
 from ttamer.errors import FieldError
-from ttamer.evaluation.scoring import COLUMNS, SweepConfig, run_sweep
+from ttamer.evaluation.scoring import COLUMNS, ScoringConfig, score_policies
 from ttamer.fitting.chain import FitConfig
 from ttamer.model.skip_costs import GROUP_FIELD, HEAD_FIELD, independent_meta, skip_cost_matrix
 from ttamer.studies.graph_study import GraphStudyConfig, reorder_stages, run_graph_study
@@ -54,12 +54,12 @@ def test_skip_study_tables() -> None:
         "skip_no_recall",
         "single_exit",
     }
-    # the chain policies are exactly the chain sweep's on the same splits
-    sweep = run_sweep(
-        trace, SweepConfig(("recall", "no_recall", "static"), 3, fit_config=FIT, progress=False)
+    # the chain policies score exactly as score_policies scores them on the same splits
+    chain_scores = score_policies(
+        trace, ScoringConfig(("recall", "no_recall", "static"), 3, fit_config=FIT, progress=False)
     )
     chain = points[points["policy"].isin(["recall", "no_recall", "static"])].reset_index(drop=True)
-    pd.testing.assert_frame_equal(chain, sweep)
+    pd.testing.assert_frame_equal(chain, chain_scores)
     # one exit alone costs the jump from the root; its accuracy is the stage's on the test split
     c = skip_cost_matrix(trace)
     splits = repeated_splits(trace.n_samples, 3, 0.5, 0)
@@ -96,7 +96,7 @@ def frugal_trace(tmp_path: Path) -> Trace:
     return import_frugalml(folder)
 
 
-def test_tree_study_best_order_is_the_chain_sweep_on_the_chosen_order(tmp_path: Path) -> None:
+def test_tree_study_best_order_is_the_chain_scoring_on_the_chosen_order(tmp_path: Path) -> None:
     trace = frugal_trace(tmp_path)
     config = GraphStudyConfig(
         structure="tree", parents=(None, 0, 0), chain_orders=True, n_splits=2, fit_config=FIT, progress=False
@@ -112,7 +112,8 @@ def test_tree_study_best_order_is_the_chain_sweep_on_the_chosen_order(tmp_path: 
         assert chosen["fit_area"] == rows["fit_area"].max()
         order = tuple(trace.stage_names.index(name) for name in chosen["order"].split(">"))
         fit, test = (reorder_stages(trace.subset(i), order) for i in (fit_idx, test_idx))
-        expected = run_sweep(test, SweepConfig(("recall",), fit_config=FIT, progress=False), fit_trace=fit)
+        recall_only = ScoringConfig(("recall",), fit_config=FIT, progress=False)
+        expected = score_policies(test, recall_only, fit_trace=fit)
         got = result.points[
             (result.points["policy"] == "chain_recall_best_order") & (result.points["split"] == r)
         ]
@@ -146,7 +147,7 @@ def _run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     if not folder.exists():
         write_frugal_folder(folder, n=400)
     cmd = [
-        sys.executable, "-m", "ttamer.app.main", f"hydra.run.dir={tmp_path / 'run'}", "workload=frugalml",
+        sys.executable, "-m", "ttamer.app.run", f"hydra.run.dir={tmp_path / 'run'}", "workload=frugalml",
         "workload.dataset=TINY", f"data_root={tmp_path / 'data'}", "workload.n_splits=2",
         "workload.fit.n_bins=4", "logger=none", "progress=false", *overrides,
     ]  # fmt: skip

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import app_env, run_app
 
 SMALL = ["workload=synthetic", "workload.chains_per_family=2", "workload.lower_bound.n_alphas=4",
          "workload.n_stages=3", "workload.n_states=3", "sweep.lam_grid.num=6", "progress=false",
@@ -38,13 +36,14 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+@pytest.mark.slow
 def test_launcher_multirun_then_skip_everything(tmp_path: Path, launcher: str) -> None:
     module, overrides = LAUNCHERS[launcher]
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{launcher} launcher not installed (pip install -e '.[launchers]')")
-    cmd = [sys.executable, "-m", "ttamer.app.main", "-m", *SMALL, *overrides]
-    env = {**os.environ, "WANDB_MODE": "disabled", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-    first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    args = ("-m", *SMALL, *overrides)
+    env = app_env(RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+    first = run_app(*args, cwd=tmp_path, env=env, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     (sweep,) = [p for p in (tmp_path / "multirun").iterdir() if not p.name.startswith(".")]
     assert len(list(sweep.rglob("DONE"))) == 2
@@ -52,23 +51,22 @@ def test_launcher_multirun_then_skip_everything(tmp_path: Path, launcher: str) -
     records = [json.loads(p.read_text()) for p in sweep.rglob("provenance.json")]
     assert {r["launcher"] for r in records} == {EXPECTED[launcher]} and all(r["host"] for r in records)
     before = snapshot(sweep)
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    again = run_app(*args, cwd=tmp_path, env=env, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "skipped 2 of 2 jobs" in again.stdout
     assert snapshot(sweep) == before  # not a file written, not a time touched
 
 
+@pytest.mark.slow
 def test_parallel_jobs_needing_one_trace_build_it_once(tmp_path: Path) -> None:
     """Two joblib jobs of one digits trace (they differ only in how it is fitted): one trains
     and caches it, the other waits for the lock and reuses it."""
     if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
         pytest.skip("joblib launcher not installed")
-    cmd = [sys.executable, "-m", "ttamer.app.main", "-m", "workload=digits", "workload.train.epochs=2",
-           "workload.fit.n_bins=4,6", "workload.n_splits=2", "policy.trace=[recall,static]", "logger=none",
-           "progress=false", f"workload.cache_dir={tmp_path / 'cache'}", "hydra/launcher=joblib",
-           "hydra.launcher.n_jobs=2"]  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_app("-m", "workload=digits", "workload.train.epochs=2", "workload.fit.n_bins=4,6",
+                   "workload.n_splits=2", "policy.trace=[recall,static]", "logger=none", "progress=false",
+                   f"workload.cache_dir={tmp_path / 'cache'}", "hydra/launcher=joblib",
+                   "hydra.launcher.n_jobs=2", cwd=tmp_path, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     traces = sorted(p.name for p in (tmp_path / "cache").glob("digits-*.npz"))
     assert len(traces) == 1
@@ -77,18 +75,13 @@ def test_parallel_jobs_needing_one_trace_build_it_once(tmp_path: Path) -> None:
     assert sum("(reused from cache)" in log for log in logs) == 1
 
 
+@pytest.mark.slow
 def test_wandb_offline_runs_stay_one_per_job_with_joblib(tmp_path: Path) -> None:
     if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
         pytest.skip("joblib launcher not installed")
-    cmd = [sys.executable, "-m", "ttamer.app.main", "-m", *[a for a in SMALL if a != "logger=none"],
-           *LAUNCHERS["joblib"][1]]  # fmt: skip
-    env = {
-        **os.environ,
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "WANDB_DIR": str(tmp_path / "elsewhere"),
-    }
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    env = app_env(WANDB_MODE="offline", WANDB_DIR=str(tmp_path / "elsewhere"))
+    proc = run_app("-m", *[a for a in SMALL if a != "logger=none"], *LAUNCHERS["joblib"][1], cwd=tmp_path,
+                   env=env, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = sorted(p.parent for p in (tmp_path / "multirun").rglob("DONE"))
     assert len(jobs) == 2

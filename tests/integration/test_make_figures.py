@@ -1,13 +1,13 @@
-"""``scripts/make_figures.py``: every figure and the headline table regenerated from saved tables
-only (README: experiments), on a small results tree built here; no torch, no model, no solver."""
+"""``scripts/make_figures.py`` end to end, and the library behind it (``ttamer.evaluation.report``,
+``ttamer.plots.report_figures``): every figure and the headline table regenerated from saved
+tables only (README: experiments), on a small results tree built here; no torch, no model, no
+solver."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -16,8 +16,16 @@ import pytest
 
 from ttamer.evaluation.calibration import calibration_table
 from ttamer.evaluation.pareto import summarise
+from ttamer.evaluation.report import (
+    build_report,
+    fmt_estimate,
+    load_results,
+    replace_marked_section,
+    report_files,
+)
+from ttamer.evaluation.results import ResultsError, stage_names_from_benchmark
 from ttamer.fileio import atomic_write_bytes
-from ttamer.plots.traces import stage_names_from_benchmark
+from ttamer.plots.report_figures import figure_jobs
 from ttamer.studies.synthetic_study import SyntheticStudyConfig, run_synthetic_study
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_figures.py"
@@ -40,15 +48,6 @@ RUNNER = (
     "print('HEAVY:' + ','.join(heavy), file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
-
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_figures", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through it
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -227,7 +226,7 @@ def test_stage_names_from_benchmark() -> None:
 
 
 def test_format_estimate() -> None:
-    fmt = _load_script().fmt_estimate
+    fmt = fmt_estimate
     assert fmt(0.6523, 0.0219, 10, 0) == "0.652 ± 0.022"
     assert fmt(0.677, 0.009, 8, 2) == "0.677 ± 0.009 (2/10 unreached)"
     assert fmt(float("nan"), float("nan"), 0, 10) == "— (10/10 unreached)"
@@ -269,3 +268,56 @@ def test_bad_results_exit_2(tree: Path, tmp_path: Path, breakage: str, message: 
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("HEAVY:")]
     assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], proc.stderr
     assert not out.exists(), "nothing may be written when a folder is malformed"
+
+
+# ---------------------------------------------------------------------------------- library
+
+
+def test_library_writes_what_the_script_wrote(
+    tree: Path, made: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    out, _ = made
+    traces, synthetic = load_results(tree, skip=out)
+    assert [t.key for t in traces] == ["toy", "toy2"] and [s.key for s in synthetic] == ["syn"]
+    files = report_files(build_report(traces, synthetic), tree)
+    assert list(files) == ["summary.csv", "summary_synthetic.csv", "summary.md"]
+    for name, text in files.items():
+        assert (out / name).read_text() == text, name
+
+
+def test_figure_jobs_names_and_sources(tree: Path) -> None:
+    traces, synthetic = load_results(tree, skip=tree / "figures")
+    jobs = figure_jobs(traces, synthetic, tree / "figs")
+    assert [j.path.name for j in jobs] == FIGURES
+    assert {j.path.parent for j in jobs} == {tree / "figs"}
+    assert [j.source.relative_to(tree).as_posix() for j in jobs] == [
+        "toy/toy_points.csv",
+        "toy/toy_calibration.csv",
+        "toy2/toy2_points.csv",
+        "syn/synthetic_lower_bound.csv",
+        "syn/synthetic_ratios.csv",
+        "syn/synthetic_pareto.csv",
+    ]
+
+
+def test_several_studies_in_one_folder_and_clashing_names(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    points = _points(n_splits=2)
+    for rel in ("a/x_points.csv", "a/y_points.csv", "p_q/p_points.csv"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        _write_csv(root / rel, points)
+    traces, _ = load_results(root)
+    assert [t.key for t in traces] == ["a_x", "a_y", "p_q"]  # folder key, plus the tag when several
+    (root / "p" / "q").mkdir(parents=True)
+    _write_csv(root / "p" / "q" / "q_points.csv", points)  # folder key p_q again
+    traces, synthetic = load_results(root)
+    with pytest.raises(ResultsError, match=r"would both write fig_p_q\.png"):
+        figure_jobs(traces, synthetic, tmp_path / "figs")
+
+
+def test_replace_marked_section() -> None:
+    text = "top\n<!-- BEGIN make_figures -->\nold\n<!-- END make_figures -->\nend\n"
+    new = replace_marked_section(text, "| a |\n")
+    assert new == "top\n<!-- BEGIN make_figures -->\n| a |\n<!-- END make_figures -->\nend\n"
+    assert replace_marked_section("no markers\n", "x") is None
+    assert replace_marked_section("<!-- END make_figures -->\n<!-- BEGIN make_figures -->\n", "x") is None

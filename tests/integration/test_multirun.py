@@ -1,4 +1,4 @@
-"""Multiruns of the Hydra app (``python -m ttamer.app.main -m``): provenance, skipping finished jobs,
+"""Multiruns of the Hydra app (``python -m ttamer.app.run -m``): provenance, skipping finished jobs,
 resuming after a kill, failed jobs, the multirun summary and W&B offline runs per job."""
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
+from _frugal import write_frugal_folder
+from conftest import app_env, run_app
 
 SMALL = [
     "workload=synthetic",
@@ -32,22 +35,15 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _env(tmp: Path, mode: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "WANDB_MODE": mode,
-        "WANDB_SILENT": "true",
-        "WANDB_DIR": str(tmp / "wandb_env"),  # the job folder must win over this
-        "HYDRA_FULL_ERROR": "1",
-    }
+    return app_env(WANDB_MODE=mode, WANDB_DIR=str(tmp / "wandb_env"))  # the job folder must win
 
 
 def _cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ttamer.app.main", *args]
+    return [sys.executable, "-m", "ttamer.app.run", *args]
 
 
 def _multirun(sweep: Path, *overrides: str, mode: str = "disabled", rc: int = 0) -> str:
-    cmd = _cmd("-m", f"hydra.sweep.dir={sweep}", *SMALL, *overrides)
-    proc = subprocess.run(cmd, env=_env(sweep.parent, mode), capture_output=True, text=True, timeout=300)
+    proc = run_app("-m", f"hydra.sweep.dir={sweep}", *SMALL, *overrides, env=_env(sweep.parent, mode))
     assert proc.returncode == rc, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
 
@@ -85,6 +81,7 @@ def _check_files_intact(root: Path) -> None:
             json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_multirun_writes_provenance_and_wandb_then_skips(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     _multirun(sweep, "seed=1,2", mode="offline")
@@ -123,6 +120,7 @@ def test_multirun_writes_provenance_and_wandb_then_skips(tmp_path: Path) -> None
     assert after == before  # no file rewritten: same bytes and mtimes, run.log and multirun.yaml too
 
 
+@pytest.mark.slow
 def test_killed_multirun_resumes(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     log_file = tmp_path / "killed.log"
@@ -162,39 +160,61 @@ def test_killed_multirun_resumes(tmp_path: Path) -> None:
     assert (pd.read_csv(sweep / "multirun_summary.csv")["status"] == "done").all()
 
 
+def _frugal_jobs(tmp_path: Path, datasets: str, *args: str, rc: int) -> str:
+    """FrugalML jobs on a small generated folder (TINY); another dataset has no folder, which
+    only the run can find out (the command's checks pass)."""
+    folder = tmp_path / "data" / "frugalml" / "mlserviceperformance_TINY"
+    if not folder.exists():
+        write_frugal_folder(folder, n=200)
+    env = {**_env(tmp_path, "disabled"), "TTAMER_DATA_ROOT": str(tmp_path / "data")}  # not in the job names
+    proc = run_app(*args, "workload=frugalml", f"workload.dataset={datasets}", "workload.n_splits=2",
+                   "workload.fit.n_bins=3", "policy.trace=[recall,static]", "logger=none", "progress=false",
+                   env=env)  # fmt: skip
+    assert proc.returncode == rc, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
 def test_failed_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    # n_states=0 makes the second job raise (a chain needs states); the first one is fine
-    out = _multirun(sweep, "workload.n_states=4,0", "logger=none", rc=1)
+    # the second job's folder does not exist: it fails when it runs; the first one is fine
+    out = _frugal_jobs(tmp_path, "TINY,NONE", "-m", f"hydra.sweep.dir={sweep}", rc=1)
     good, bad = _jobs(sweep)
-    assert "workload.n_states=4" in good.name and "workload.n_states=0" in bad.name
+    assert "workload.dataset=TINY" in good.name and "workload.dataset=NONE" in bad.name
     assert _provenance(good)["status"] == "done" and (good / "DONE").is_file()
-    assert all((good / name).is_file() for name in CSVS)
+    assert (good / "frugalml_tiny_points.csv").is_file()
     prov = _provenance(bad)
-    assert prov["status"] == "failed" and "stage has no states" in prov["error"] and prov["traceback"]
+    assert prov["status"] == "failed" and "is not a folder" in prov["error"] and prov["traceback"]
     assert not (bad / "DONE").exists()
     summary = pd.read_csv(sweep / "multirun_summary.csv").fillna("")
     assert list(summary["status"]) == ["done", "failed"]
-    assert "stage has no states" in summary["error"].iloc[1] and summary["error"].iloc[0] == ""
+    assert "is not a folder" in summary["error"].iloc[1] and summary["error"].iloc[0] == ""
     assert "1 of 2 jobs did not finish" in out and "failed" in out
 
     # a rerun skips the finished job and retries the failed one
     before = _snapshot(good)
-    out = _multirun(sweep, "workload.n_states=4,0", "logger=none", rc=1)
+    out = _frugal_jobs(tmp_path, "TINY,NONE", "-m", f"hydra.sweep.dir={sweep}", rc=1)
     assert out.count("skipping: already done") == 1
     assert _snapshot(good) == before
     assert _provenance(bad)["status"] == "failed"
 
 
+def test_a_value_out_of_range_stops_the_whole_multirun_first(tmp_path: Path) -> None:
+    """What the configs can check (a chain needs states) is refused before any job runs."""
+    sweep = tmp_path / "sweep"
+    out = _multirun(sweep, "workload.n_states=4,0", "logger=none", rc=2)
+    assert out.strip().splitlines() == ["error: workload.n_states: must be >= 1, got 0"]
+    assert not sweep.exists()
+
+
 def _single(run_dir: Path, *overrides: str, rc: int = 0) -> str:
-    cmd = _cmd(f"hydra.run.dir={run_dir}", *SMALL, "logger=none", *overrides)
-    proc = subprocess.run(
-        cmd, env=_env(run_dir.parent, "disabled"), capture_output=True, text=True, timeout=300
-    )
+    env = _env(run_dir.parent, "disabled")
+    proc = run_app(f"hydra.run.dir={run_dir}", *SMALL, "logger=none", *overrides, env=env)
     assert proc.returncode == rc, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_single_run_skips_then_force_and_a_changed_config_rerun(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     _single(run_dir)
@@ -217,7 +237,7 @@ def test_single_run_skips_then_force_and_a_changed_config_rerun(tmp_path: Path) 
 
 def test_single_run_failure_exits_nonzero_and_records_it(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    out = _single(run_dir, "workload.n_states=0", rc=2)  # a ChainError is a FieldError: one line
+    out = _frugal_jobs(tmp_path, "NONE", f"hydra.run.dir={run_dir}", rc=2)  # a FieldError: one line
     assert out.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in out
     assert _provenance(run_dir)["status"] == "failed" and not (run_dir / "DONE").exists()
 
@@ -227,10 +247,10 @@ def test_results_record_no_path_of_the_machine(tmp_path: Path) -> None:
     installation): its results can be committed and read on another machine."""
     launch = tmp_path / "launch"
     launch.mkdir()
-    cmd = _cmd("hydra.run.dir=runs/one", *SMALL, "logger=none", "seed=4")
+    args = ("hydra.run.dir=runs/one", *SMALL, "logger=none", "seed=4")
     env = {**_env(tmp_path, "disabled"), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for _ in range(2):  # a rerun (skipped) must keep it so
-        proc = subprocess.run(cmd, cwd=launch, env=env, capture_output=True, text=True, timeout=300)
+        proc = run_app(*args, cwd=launch, env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     job = launch / "runs" / "one"
     for path in [*job.glob(".hydra/*.yaml"), job / "provenance.json", *job.glob("*.log")]:
@@ -253,25 +273,26 @@ def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
     return out
 
 
+@pytest.mark.slow
 def test_the_same_command_resumes_its_own_sweep_folder(tmp_path: Path) -> None:
     """No hydra.sweep.dir: the README's command, run twice from the same folder, finds the same
     sweep (named after its overrides), skips every job and says so; a deleted result is redone."""
-    cmd = _cmd("-m", *SMALL, "seed=1,2", "logger=none")
+    args = ("-m", *SMALL, "seed=1,2", "logger=none")
     env = _env(tmp_path, "disabled")
-    first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    first = run_app(*args, cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     (sweep,) = (tmp_path / "multirun").iterdir()
     assert re.fullmatch(r"[A-Za-z0-9._-]+-[0-9a-f]{8}", sweep.name)
     jobs = sorted(p.parent for p in sweep.rglob("DONE"))
     assert len(jobs) == 2
     before = _snapshot(tmp_path)
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    again = run_app(*args, cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "skipped 2 of 2 jobs" in again.stdout
     assert _snapshot(tmp_path) == before  # nothing rewritten
     assert [p.name for p in (tmp_path / "multirun").iterdir()] == [sweep.name]
     (jobs[0] / CSVS[1]).unlink()
-    third = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    third = run_app(*args, cwd=tmp_path, env=env)
     assert third.returncode == 0, third.stdout + third.stderr
     assert "skipped 1 of 2 jobs" in third.stdout and f"{CSVS[1]} is missing" in third.stdout + third.stderr
     assert (jobs[0] / CSVS[1]).is_file()

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from _frugal import write_frugal_folder
+from conftest import run_app
 
 from ttamer.evaluation.scoring import COLUMNS
 
 
+@pytest.mark.slow
 def test_frugalml_workload_writes_tables_and_figure(tmp_path: Path) -> None:
     folder = tmp_path / "data" / "frugalml" / "mlserviceperformance_TINY"
     write_frugal_folder(folder, n=400)
     run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "ttamer.app.main", f"hydra.run.dir={run_dir}", "workload=frugalml",
-        "workload.dataset=TINY", f"data_root={tmp_path / 'data'}", "workload.n_splits=3",
-        "workload.fit.n_bins=4", "logger=none", "progress=false",
-    ]  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_app(
+        f"hydra.run.dir={run_dir}", "workload=frugalml", "workload.dataset=TINY",
+        f"data_root={tmp_path / 'data'}", "workload.n_splits=3", "workload.fit.n_bins=4", "logger=none",
+        "progress=false",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     points = pd.read_csv(run_dir / "frugalml_tiny_points.csv")
@@ -51,13 +49,8 @@ def test_frugalml_workload_writes_tables_and_figure(tmp_path: Path) -> None:
 
 
 def test_frugalml_workload_missing_folder_fails_clearly(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable, "-m", "ttamer.app.main", f"hydra.run.dir={tmp_path / 'run'}", "workload=frugalml",
-        f"data_root={tmp_path / 'nowhere'}", "logger=none",
-    ]  # fmt: skip
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "1"}
-    )
+    proc = run_app(f"hydra.run.dir={tmp_path / 'run'}", "workload=frugalml",
+                   f"data_root={tmp_path / 'nowhere'}", "logger=none")  # fmt: skip
     assert proc.returncode == 2
     assert "mlserviceperformance_IMDB is not a folder" in proc.stderr
     assert "Traceback" not in proc.stderr

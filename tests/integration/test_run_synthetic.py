@@ -1,15 +1,14 @@
-"""End-to-end runs of the Hydra app (``python -m ttamer.app.main``) on a small synthetic workload."""
+"""End-to-end runs of the Hydra app (``python -m ttamer.app.run``) on a small synthetic workload."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import app_env, run_app
 
 SMALL = [
     "workload=synthetic",
@@ -24,16 +23,7 @@ SMALL = [
 
 
 def _run(run_dir: Path, *overrides: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "WANDB_SILENT": "true",
-        "HYDRA_FULL_ERROR": "1",
-        "WANDB_DIR": str(run_dir),
-        **env,
-    }
-    cmd = [sys.executable, "-m", "ttamer.app.main", f"hydra.run.dir={run_dir}", *SMALL, *overrides]
-    proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=300)
+    proc = run_app(f"hydra.run.dir={run_dir}", *SMALL, *overrides, env=app_env(WANDB_DIR=str(run_dir), **env))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -129,6 +119,7 @@ def test_pareto_table(run_dir: Path) -> None:
     assert (np.diff(rec["expected_loss"]) <= 1e-12).all() and (np.diff(rec["expected_cost"]) >= -1e-12).all()
 
 
+@pytest.mark.slow
 def test_seed_drives_the_chains(tmp_path: Path, run_dir: Path) -> None:
     again, other = tmp_path / "again", tmp_path / "other"
     _run(again, "logger=none")
@@ -178,11 +169,11 @@ def test_every_lower_bound_instance_is_saved_and_solves_to_its_ratio(
         assert ratio == pytest.approx(row.ratio, rel=1e-9, abs=1e-9)
     for row in table.iloc[:: max(1, len(table) // 6)].itertuples():
         values = {}
-        for policy in ("recall", "no-recall"):
+        for policy in ("recall", "no_recall"):
             args = ["solve", str(run_dir / row.instance), "--lam", repr(row.lam), "--policy", policy]
             assert main(args) == 0
             values[policy] = json.loads(capsys.readouterr().out)["objective"]
-        assert values["no-recall"] / values["recall"] == pytest.approx(row.ratio, rel=1e-9)
+        assert values["no_recall"] / values["recall"] == pytest.approx(row.ratio, rel=1e-9)
 
 
 def test_every_random_chain_is_saved_and_solves_to_its_objectives(run_dir: Path) -> None:

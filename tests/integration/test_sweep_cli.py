@@ -1,4 +1,4 @@
-"""``run_sweep`` and the trace commands of the command line (sweep, import-frugalml, import-csv)."""
+"""``score_policies`` and the trace commands of the command line (sweep, import-frugalml, import-csv)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from ttamer.cli import main
 from ttamer.errors import FieldError
-from ttamer.evaluation.scoring import COLUMNS, SweepConfig, run_sweep
+from ttamer.evaluation.scoring import COLUMNS, ScoringConfig, score_policies
 from ttamer.fitting.chain import FitConfig
 from ttamer.policies.base import Decisions, ScoringContext
 from ttamer.traces.csv_trace import export_csv
@@ -70,12 +70,12 @@ class FitSize:
         return Decisions(np.array([float(ctx.fit.n_samples)]), stop, stop)
 
 
-# ---------------------------------------------------------------------------- run_sweep
+# ---------------------------------------------------------------------------- score_policies
 
 
 def test_sweep_with_fit_trace_scores_all_of_trace() -> None:
     fit, test = _trace(seed=1), _trace(n_samples=300, seed=2, cost_unit="ms")
-    df = run_sweep(test, SweepConfig(policies=(EveryStage(), FitSize())), fit_trace=fit)
+    df = score_policies(test, ScoringConfig(policies=(EveryStage(), FitSize())), fit_trace=fit)
     assert list(df.columns) == EXPECTED_COLUMNS == list(COLUMNS)
     assert set(df["split"]) == {0}
     assert set(df["n_test"]) == {300}
@@ -91,8 +91,8 @@ def test_sweep_with_fit_trace_scores_all_of_trace() -> None:
 
 def test_sweep_random_splits() -> None:
     t = _trace(n_samples=401)
-    cfg = SweepConfig(policies=(EveryStage(), FitSize()), n_splits=4, fit_fraction=0.25, seed=3)
-    df = run_sweep(t, cfg)
+    cfg = ScoringConfig(policies=(EveryStage(), FitSize()), n_splits=4, fit_fraction=0.25, seed=3)
+    df = score_policies(t, cfg)
     assert list(df.columns) == EXPECTED_COLUMNS
     assert sorted(set(df["split"])) == [0, 1, 2, 3]
     assert len(df) == 4 * (3 + 1)
@@ -102,36 +102,35 @@ def test_sweep_random_splits() -> None:
     # the splits differ, and the same seed gives the same table
     acc = df[df["policy"] == "every_stage"].pivot(index="split", columns="knob", values="accuracy")
     assert acc.drop_duplicates().shape[0] > 1
-    pd.testing.assert_frame_equal(df, run_sweep(t, cfg))
-    other = run_sweep(t, SweepConfig(policies=(EveryStage(),), n_splits=4, fit_fraction=0.25, seed=4))
+    pd.testing.assert_frame_equal(df, score_policies(t, cfg))
+    other = score_policies(t, ScoringConfig(policies=(EveryStage(),), n_splits=4, fit_fraction=0.25, seed=4))
     assert not np.allclose(other["accuracy"], df.loc[df["policy"] == "every_stage", "accuracy"])
 
 
 def test_sweep_with_registry_policies() -> None:
     t = _trace(n_samples=600)
-    cfg = SweepConfig(
+    cfg = ScoringConfig(
         policies=("static", "recall", "max_softmax"), n_splits=2, fit_config=FitConfig(n_bins=4)
     )
-    df = run_sweep(t, cfg)
+    df = score_policies(t, cfg)
     assert set(df["policy"]) == {"static", "recall", "max_softmax"}
     assert (df["accuracy"].between(0, 1)).all() and (df["normalized_cost"].between(0, 1 + 1e-12)).all()
     static = df[(df["policy"] == "static") & (df["split"] == 0)]
     assert static["knob"].tolist() == [1.0, 2.0, 3.0]
-    from ttamer.evaluation.scoring import DEFAULT_POLICIES
-    from ttamer.policies import POLICIES
+    from ttamer.policies import POLICIES, default_trace_policies
 
-    assert set(DEFAULT_POLICIES) == set(POLICIES)
+    assert ScoringConfig().policies == default_trace_policies() == tuple(POLICIES)
 
 
 def test_sweep_errors() -> None:
     t = _trace()
     with pytest.raises(FieldError) as info:
-        run_sweep(t, SweepConfig(policies=("static", "nonsense")))
+        score_policies(t, ScoringConfig(policies=("static", "nonsense")))
     assert info.value.field == "policies"
     with pytest.raises(FieldError, match="more than once"):
-        run_sweep(t, SweepConfig(policies=(EveryStage(), EveryStage())))
+        score_policies(t, ScoringConfig(policies=(EveryStage(), EveryStage())))
     with pytest.raises(TraceError, match="fit trace has 2 stages"):
-        run_sweep(t, SweepConfig(policies=(EveryStage(),)), fit_trace=_trace(n=2))
+        score_policies(t, ScoringConfig(policies=(EveryStage(),)), fit_trace=_trace(n=2))
     for kwargs, field in [
         ({"n_splits": 0}, "n_splits"),
         ({"fit_fraction": 1.0}, "fit_fraction"),
@@ -139,7 +138,7 @@ def test_sweep_errors() -> None:
         ({"policies": "static"}, "policies"),
     ]:
         with pytest.raises(FieldError) as info:
-            SweepConfig(**kwargs)  # type: ignore[arg-type]
+            ScoringConfig(**kwargs)  # type: ignore[arg-type]
         assert info.value.field == field
 
 
@@ -153,11 +152,11 @@ def test_bad_policy_output_is_caught() -> None:
             return Decisions(np.array([0.0]), stop, stop + 1)  # returns a stage it never ran
 
     with pytest.raises(ValueError, match="did not run"):
-        run_sweep(_trace(), SweepConfig(policies=(Broken(),), n_splits=1))
+        score_policies(_trace(), ScoringConfig(policies=(Broken(),), n_splits=1))
 
 
 def test_no_progress_bar_without_tty(capsys: pytest.CaptureFixture[str]) -> None:
-    run_sweep(_trace(), SweepConfig(policies=(EveryStage(),), n_splits=2, progress=True))
+    score_policies(_trace(), ScoringConfig(policies=(EveryStage(),), n_splits=2, progress=True))
     assert capsys.readouterr().err == ""
 
 

@@ -17,22 +17,52 @@ from ttamer.errors import FieldError
 from ttamer.evaluation.scoring import COLUMNS
 from ttamer.model.skip_costs import skip_structure
 from ttamer.traces.trace import load_trace
-from ttamer.workloads.vision.digits import DigitsConfig, build_model, load_split, produce
+from ttamer.workloads.latency import LatencyConfig
+from ttamer.workloads.vision.digits.config import DigitsConfig, DigitsModelConfig, DigitsTrainConfig
+from ttamer.workloads.vision.digits.produce import build_model, load_split, produce, train_config
 
-SMALL = {"train": {"epochs": 2, "batch_size": 32, "lr": 0.02}, "latency": {"warmup": 1, "repeats": 2}}
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = DigitsConfig(
+    train=DigitsTrainConfig(epochs=2, batch_size=32, lr=0.02), latency=LatencyConfig(warmup=1, repeats=2)
+)
 
 
 def test_config_defaults_overrides_and_errors() -> None:
-    model = {"channels": [4, 8], "convs": [1, 1], "downsample": [True, False], "head_pool": [1, 2]}
-    cfg = DigitsConfig.from_dict({"seed": 3, "n_splits": 5, "model": model})
-    assert cfg.seed == 3 and cfg.train.seed == 3 and cfg.model.n_stages == 2 and cfg.test_size == 500
-    assert DigitsConfig.from_dict({"test_size": 0.3}).test_size == pytest.approx(0.3)
-    with pytest.raises(FieldError, match=r"workload\.model\.convs"):
-        DigitsConfig.from_dict({"model": {"channels": [4, 8, 16]}})
-    with pytest.raises(FieldError, match=r"workload\.train\.epoch"):
-        DigitsConfig.from_dict({"train": {"epoch": 3}})
-    with pytest.raises(FieldError, match=r"workload\.test_size"):
+    model = DigitsModelConfig(channels=(4, 8), convs=(1, 1), downsample=(True, False), head_pool=(1, 2))
+    cfg = DigitsConfig(n_splits=5, model=model)
+    assert cfg.model.n_stages == 2 and cfg.test_size == 500 and cfg.n_splits == 5
+    assert train_config(cfg, 3).seed == 3 and train_config(cfg, 3).epochs == 30
+    with pytest.raises(FieldError, match=r"^convs: needs one entry per stage \(3, as channels\), got 2"):
+        DigitsModelConfig(channels=(4, 8, 16), convs=(1, 1))
+    with pytest.raises(FieldError, match=r"^downsample: halves the 8x8 image too often"):
+        DigitsModelConfig(channels=(4,) * 4, convs=(1,) * 4, downsample=(True,) * 4, head_pool=(1,) * 4)
+    with pytest.raises(FieldError, match=r"^epochs: must be >= 1, got 0"):
+        DigitsTrainConfig(epochs=0)
+    with pytest.raises(FieldError, match=r"^lr: must be > 0"):
+        DigitsTrainConfig(lr=0.0)
+    with pytest.raises(FieldError, match=r"^test_size: must leave both splits >= 10 of 1797"):
+        DigitsConfig(test_size=5)
+    with pytest.raises(FieldError, match=r"^workload\.test_size"):
         load_split(5, 0)
+    assert len(load_split(0.3, 0)[3]) == round(0.3 * 1797)  # the library also takes a fraction
+
+
+def test_the_app_builds_the_defaults_and_names_bad_keys() -> None:
+    """The YAML and its dataclass compose to the dataclass defaults; a bad value fails with its
+    dotted key, a misspelt key when Hydra composes."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from ttamer.app.configs import build_run, register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        assert build_run(compose("config", ["workload=digits", "logger=none"])).workload == DigitsConfig()
+        bad = compose("config", ["workload=digits", "logger=none", "workload.train.lr=-1"])
+        with pytest.raises(FieldError, match=r"^workload\.train\.lr: must be > 0, got -1"):
+            build_run(bad)
+        with pytest.raises(ConfigCompositionException, match="epoch"):
+            compose("config", ["workload=digits", "logger=none", "workload.train.epoch=3"])
 
 
 def test_split_is_stratified_scaled_and_seeded() -> None:
@@ -47,9 +77,9 @@ def test_split_is_stratified_scaled_and_seeded() -> None:
 
 
 def test_produce_is_deterministic_given_the_seed(tmp_path: Path) -> None:
-    a = produce({**SMALL, "seed": 0}, tmp_path)
-    b = produce({**SMALL, "seed": 0}, tmp_path)
-    c = produce({**SMALL, "seed": 1}, tmp_path)
+    a = produce(SMALL, 0, tmp_path)
+    b = produce(SMALL, 0, tmp_path)
+    c = produce(SMALL, 1, tmp_path)
     np.testing.assert_array_equal(a.labels, b.labels)
     assert a.probs is not None and b.probs is not None
     np.testing.assert_allclose(a.probs, b.probs, rtol=0, atol=1e-6)
@@ -64,7 +94,7 @@ def test_produce_is_deterministic_given_the_seed(tmp_path: Path) -> None:
 
 def _run(run_dir: Path, cache_dir: Path) -> subprocess.CompletedProcess[str]:
     cmd = [
-        sys.executable, "-m", "ttamer.app.main", "workload=digits", f"hydra.run.dir={run_dir}",
+        sys.executable, "-m", "ttamer.app.run", "workload=digits", f"hydra.run.dir={run_dir}",
         f"workload.cache_dir={cache_dir}", "logger=none", "progress=false",
         "workload.train.epochs=4", "workload.train.batch_size=32", "workload.train.lr=0.02",
         "workload.latency.warmup=2", "workload.latency.repeats=5", "workload.n_splits=3",
@@ -76,6 +106,7 @@ def _run(run_dir: Path, cache_dir: Path) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+@pytest.mark.slow
 def test_digits_workload_end_to_end_and_cache_reuse(tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     first = tmp_path / "run1"
@@ -110,8 +141,9 @@ def test_digits_workload_end_to_end_and_cache_reuse(tmp_path: Path) -> None:
     mtime = cached.stat().st_mtime_ns
     second = tmp_path / "run2"
     _run(second, cache_dir)
-    assert "reused from cache" in (second / "run.log").read_text()
-    assert "computed" in (first / "run.log").read_text()
+    (log_second,), (log_first,) = second.glob("*.log"), first.glob("*.log")  # Hydra's job log
+    assert "reused from cache" in log_second.read_text()
+    assert "computed" in log_first.read_text()
     assert cached.stat().st_mtime_ns == mtime
     assert [p for p in cache_dir.iterdir() if p.name != ".locks"] == [cached]
     pd.testing.assert_frame_equal(pd.read_csv(second / "digits_points.csv"), points)

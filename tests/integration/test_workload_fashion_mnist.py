@@ -9,26 +9,34 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
+import torch
 
 from ttamer.errors import FieldError
 from ttamer.model.skip_costs import skip_structure
 from ttamer.traces.trace import load_trace
-from ttamer.workloads.vision.fashion_mnist import (
-    DEFAULT_DATA_DIR,
+from ttamer.workloads.latency import LatencyConfig
+from ttamer.workloads.vision.fashion_mnist.config import (
     FashionMnistConfig,
+    FashionMnistModelConfig,
+    FashionMnistTrainConfig,
+)
+from ttamer.workloads.vision.fashion_mnist.data import (
+    DEFAULT_DATA_DIR,
     load_split,
-    overthinking_fraction,
     parse_idx,
-    produce,
     read_idx,
     subsample,
     to_tensor,
+)
+from ttamer.workloads.vision.fashion_mnist.produce import (
+    build_model,
+    overthinking_fraction,
+    produce,
+    train_config,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,39 +171,68 @@ def test_subsample_and_padding() -> None:
         to_tensor(np.zeros((1, 28, 28), np.uint8), 27)
 
 
-def test_config_from_the_yaml() -> None:
-    raw: Any = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "workload" / "fashion_mnist.yaml"))
-    assert isinstance(raw, dict)
-    assert raw["name"] == "fashion_mnist" and raw["reference"] == "last_stage"
-    cfg = FashionMnistConfig.from_dict({**raw, "seed": 3})
-    assert cfg.model_name == raw["model"]["name"]
-    assert cfg.train.max_seconds <= 600 and cfg.train.seed == 3
+def test_config_defaults_and_errors() -> None:
+    cfg = FashionMnistConfig()
+    assert cfg.name == "fashion_mnist" and cfg.reference == "last_stage" and cfg.data_dir == DEFAULT_DATA_DIR
+    train = train_config(cfg, 3)
+    assert train.max_seconds == 600 and train.seed == 3 and train.epochs == 4
+    uncapped = FashionMnistConfig(train=FashionMnistTrainConfig(max_seconds=None))
+    assert train_config(uncapped, 0).max_seconds == float("inf")
     assert cfg.latency.batch_sizes[0] == 1 and len(cfg.latency.batch_sizes) >= 2
-    assert len(cfg.out_indices or ()) >= 4
-    assert isinstance(cfg.model_kwargs["channels"], tuple)
-    with pytest.raises(FieldError, match=r"workload\.train: unknown fields \['epoch'\]"):
-        FashionMnistConfig.from_dict({**raw, "train": {"epoch": 1}})
+    assert len(cfg.model.out_indices) >= 4
+    with pytest.raises(FieldError, match=r"^threads: must be >= 1 or null, got 0"):
+        FashionMnistTrainConfig(threads=0)
+    with pytest.raises(FieldError, match=r"^out_indices: needs at least one"):
+        FashionMnistModelConfig(out_indices=())
+    with pytest.raises(FieldError, match=r"^test_subsample: must be >= 1 or null, got 0"):
+        FashionMnistConfig(test_subsample=0)
+    with pytest.raises(FieldError, match=r"^image_size: must be at least 28, got 27"):
+        FashionMnistConfig(image_size=27)
+
+
+def test_the_app_builds_the_defaults_and_names_bad_keys() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from ttamer.app.configs import build_run, register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        overrides = ["workload=fashion_mnist", "logger=none"]
+        assert build_run(compose("config", overrides)).workload == FashionMnistConfig()
+        with pytest.raises(FieldError, match=r"^workload\.train\.threads: must be >= 1"):
+            build_run(compose("config", [*overrides, "workload.train.threads=0"]))
+        with pytest.raises(ConfigCompositionException, match="epoch"):
+            compose("config", [*overrides, "workload.train.epoch=1"])
+
+
+def test_model_kwargs_lists_reach_timm_as_tuples() -> None:
+    model = FashionMnistModelConfig(kwargs={"channels": [4, 4, 8, 8], "stem_type": "deep", "stem_width": 4})
+    net, modules = build_model(FashionMnistConfig(model=model), 0)
+    assert net.n_stages == 4 and modules == ["layer1", "layer2", "layer3", "layer4"]
+    assert net.heads[3](torch.zeros(2, 8, 1, 1)).shape == (2, 10)  # the last stage's width: 8
 
 
 # ------------------------------------------------------------------------ model, determinism
 
 
-def _tiny_config(data_dir: Path | str, seed: int = 0) -> dict[str, Any]:
-    return {
-        "name": "fashion_mnist", "data_dir": str(data_dir), "train_subsample": 200, "test_subsample": 100,
-        "image_size": 28, "seed": seed,
-        "model": {"name": "resnet18", "out_indices": [1, 2, 3, 4],
-                  "kwargs": {"channels": [8, 8, 16, 16], "stem_type": "deep", "stem_width": 4}},
-        "train": {"epochs": 1, "batch_size": 50, "lr": 0.003, "max_seconds": 60, "threads": 1},
-        "latency": {"batch_sizes": [1, 8], "warmup": 1, "repeats": 2, "threads": 1},
-    }  # fmt: skip
+def _tiny_config(data_dir: Path | str) -> FashionMnistConfig:
+    return FashionMnistConfig(
+        data_dir=str(data_dir), train_subsample=200, test_subsample=100, image_size=28,
+        model=FashionMnistModelConfig(
+            name="resnet18", out_indices=(1, 2, 3, 4),
+            kwargs={"channels": [8, 8, 16, 16], "stem_type": "deep", "stem_width": 4},
+        ),
+        train=FashionMnistTrainConfig(epochs=1, batch_size=50, lr=0.003, max_seconds=60, threads=1),
+        latency=LatencyConfig(batch_sizes=(1, 8), warmup=1, repeats=2, threads=1),
+    )  # fmt: skip
 
 
 def test_produce_is_deterministic_given_the_seed(tmp_path: Path) -> None:
     folder = write_fashion_folder(tmp_path / "fm", 300, 150)
-    a = produce(_tiny_config(folder), tmp_path)
-    b = produce(_tiny_config(folder), tmp_path)
-    c = produce(_tiny_config(folder, seed=1), tmp_path)
+    a = produce(_tiny_config(folder), 0, tmp_path)
+    b = produce(_tiny_config(folder), 0, tmp_path)
+    c = produce(_tiny_config(folder), 1, tmp_path)
     assert a.n_stages == 4 and a.n_samples == 100
     assert list(a.stage_names) == ["stage1", "stage2", "stage3", "stage4"]
     np.testing.assert_array_equal(a.labels, b.labels)
@@ -215,11 +252,12 @@ def test_produce_is_deterministic_given_the_seed(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_hydra_run_end_to_end(tmp_path: Path) -> None:
     data_dir = REAL if HAVE_REAL else write_fashion_folder(tmp_path / "fm", 600, 300)
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     cmd = [
-        sys.executable, "-m", "ttamer.app.main", "workload=fashion_mnist", f"hydra.run.dir={run_dir}",
+        sys.executable, "-m", "ttamer.app.run", "workload=fashion_mnist", f"hydra.run.dir={run_dir}",
         f"workload.cache_dir={cache}", "logger=none", "progress=false", f"workload.data_dir={data_dir}",
         "workload.train_subsample=600", "workload.test_subsample=300", "workload.train.epochs=1",
         "workload.model.kwargs.channels=[8,8,16,16]", "workload.model.kwargs.stem_width=4",

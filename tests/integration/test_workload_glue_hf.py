@@ -1,8 +1,9 @@
-"""Multi-exit text models (``ttamer.workloads.text.text_exits``) and the ``glue_hf`` workload, on tiny
+"""Multi-exit text models (``ttamer.workloads.text.exits``) and the ``glue_hf`` workload, on tiny
 random-weight BERT, DistilBERT and GPT-2 models with tokenizers built here (nothing downloads)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -20,14 +21,12 @@ from ttamer.errors import FieldError  # noqa: E402
 from ttamer.model.skip_costs import skip_structure  # noqa: E402
 from ttamer.workloads.latency import LatencyConfig, measure_stage_latency  # noqa: E402
 from ttamer.workloads.multi_exit import TrainConfig, exit_probabilities  # noqa: E402
-from ttamer.workloads.text.text_exits import (  # noqa: E402
-    build_text_exits,
-    exit_features,
-    latency_rows,
-    pool,
-    tokenize,
-    train_text_exits,
-)
+from ttamer.workloads.text.exits.config import TextTrainConfig  # noqa: E402
+from ttamer.workloads.text.exits.heads import build_text_exits, exit_features, pool, train_text_exits  # noqa: E402
+from ttamer.workloads.text.exits.segments import load_backbone  # noqa: E402
+from ttamer.workloads.text.exits.tokens import tokenize  # noqa: E402
+from ttamer.workloads.text.exits.trace import latency_rows, train_config  # noqa: E402
+from ttamer.workloads.text.glue_hf.config import GlueHfConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = "good bad great awful fine dull film plot actor story fun boring the a is was very not and".split()
@@ -77,8 +76,6 @@ def tiny_model(kind: str, folder: Path) -> Path:
 
 
 def load(folder: Path) -> tuple[Any, Any]:
-    from ttamer.workloads.text.text_exits import load_backbone
-
     return load_backbone(folder)
 
 
@@ -172,6 +169,11 @@ def test_frozen_training_trains_heads_only_and_fine_tuning_moves_the_backbone(tm
     history = train_text_exits(
         net, x, y, TrainConfig(epochs=60, lr=0.05, batch_size=16, freeze_backbone=True)
     )
+    # the workload's training fields as the training loop takes them (no cap: infinity)
+    text_train = TextTrainConfig(epochs=60, lr=0.05, batch_size=16, weight_decay=1e-4, max_seconds=None)
+    assert train_config(text_train, 0) == TrainConfig(epochs=60, lr=0.05, batch_size=16, freeze_backbone=True)
+    default = train_config(TextTrainConfig(), 7)
+    assert default.max_seconds == 600 and default.seed == 7 and default.weight_decay == 0.01
     assert history[-1] < history[0]
     assert all(torch.equal(v, net.segments.state_dict()[k]) for k, v in before.items())
     probs = exit_probabilities(net, x)  # type: ignore[arg-type]
@@ -200,12 +202,13 @@ def write_pair_tsvs(folder: Path, n_train: int = 80, n_eval: int = 40) -> tuple[
     return paths[0], paths[1]
 
 
+@pytest.mark.slow
 def test_glue_hf_end_to_end_tiny_bert_pair_task(tmp_path: Path) -> None:
     folder = tiny_model("bert", tmp_path / "tiny-bert")
     train, dev = write_pair_tsvs(tmp_path / "data")
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "ttamer.app.main", "workload=glue_hf", f"hydra.run.dir={run_dir}",
+        sys.executable, "-m", "ttamer.app.run", "workload=glue_hf", f"hydra.run.dir={run_dir}",
         f"workload.cache_dir={tmp_path / 'cache'}", "logger=none", "progress=false",
         "workload.task=mrpc", f"workload.model={folder}", f"workload.train_path={train}",
         f"workload.eval_path={dev}", "workload.train.epochs=5", "workload.latency.repeats=2",
@@ -231,7 +234,7 @@ def test_glue_hf_end_to_end_tiny_bert_pair_task(tmp_path: Path) -> None:
 
 
 def test_glue_hf_produce_tiny_gpt2_three_classes(tmp_path: Path) -> None:
-    from ttamer.workloads.text.glue_hf import produce
+    from ttamer.workloads.text.glue_hf.workload import produce
 
     folder = tiny_model("gpt2", tmp_path / "tiny-gpt2")
     rng = np.random.default_rng(1)
@@ -243,13 +246,13 @@ def test_glue_hf_produce_tiny_gpt2_three_classes(tmp_path: Path) -> None:
         pd.DataFrame({"text": texts, "y": [["pos", "neg", "neu"][k] for k in labels]}).to_csv(
             tmp_path / f"{name}.tsv", sep="\t", index=False
         )
-    config = {
-        "task": "custom", "model": str(folder), "text_fields": ["text"], "label_field": "y",
-        "label_names": ["pos", "neg", "neu"], "train_path": str(tmp_path / "train.tsv"),
-        "eval_path": str(tmp_path / "dev.tsv"), "train_size": 50, "seed": 3,
-        "train": {"epochs": 40, "lr": 0.01}, "latency": {"batch_sizes": [1, 3], "warmup": 1, "repeats": 2},
-    }  # fmt: skip
-    trace = produce(config, tmp_path)
+    config = GlueHfConfig(
+        task="custom", model=str(folder), text_fields=("text",), label_field="y",
+        label_names=("pos", "neg", "neu"), train_path=str(tmp_path / "train.tsv"),
+        eval_path=str(tmp_path / "dev.tsv"), train_size=50,
+        train=TextTrainConfig(epochs=40, lr=0.01), latency=LatencyConfig((1, 3), warmup=1, repeats=2),
+    )  # fmt: skip
+    trace = produce(config, 3, tmp_path)
     assert trace.n_samples == 30 and trace.n_stages == 3 and trace.probs is not None
     assert trace.probs.shape == (30, 3, 3) and trace.meta["architecture"] == "GPT2Model"
     assert (trace.cost > 0).all()
@@ -260,23 +263,43 @@ def test_glue_hf_produce_tiny_gpt2_three_classes(tmp_path: Path) -> None:
 
 
 def test_glue_hf_bad_config_names_the_field(tmp_path: Path) -> None:
-    from ttamer.workloads.text.glue_hf import produce
+    """Config values are refused when the config is built (the field's own name: the app
+    prefixes ``workload.``); data problems when the workload runs (``workload.<field>``)."""
+    from ttamer.workloads.text.glue_hf.workload import produce
 
     train, dev = write_pair_tsvs(tmp_path / "data", 10, 5)
-    base = {
-        "task": "mrpc",
-        "model": str(tmp_path / "nowhere"),
-        "train_path": str(train),
-        "eval_path": str(dev),
-    }
-    with pytest.raises(FieldError, match=r"workload\.task: stsb is a regression task"):
-        produce({**base, "task": "stsb"}, tmp_path)
+    base = GlueHfConfig(
+        task="mrpc", model=str(tmp_path / "nowhere"), train_path=str(train), eval_path=str(dev)
+    )
+    with pytest.raises(FieldError, match=r"^task: stsb is a regression task"):
+        dataclasses.replace(base, task="stsb")
+    with pytest.raises(FieldError, match=r"^eval_path: give both"):
+        dataclasses.replace(base, eval_path=None)
     with pytest.raises(FieldError, match=r"workload\.train_path: .*no column 'question'"):
-        produce({**base, "task": "qnli"}, tmp_path)
-    with pytest.raises(FieldError, match=r"workload\.eval_path: give both"):
-        produce({**base, "eval_path": None}, tmp_path)
-    with pytest.raises(FieldError, match=r"workload\.train\.epoch: unknown option"):
-        produce({**base, "train": {"epoch": 3}}, tmp_path)
+        produce(dataclasses.replace(base, task="qnli"), 0, tmp_path)
+    frame = pd.read_csv(train, sep="\t")
+    frame.loc[0, "label"] = 3
+    frame.to_csv(train, sep="\t", index=False)
+    with pytest.raises(FieldError, match=r"workload\.train_path: label 3 >= num_labels 2"):
+        produce(base, 0, tmp_path)  # mrpc: two classes
+
+
+def test_glue_hf_misspelt_field_is_refused_when_composing() -> None:
+    """A misspelt key (``train.epoch``) fails when Hydra composes the config, naming the key."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+
+    from ttamer.app.configs import register_configs
+    from ttamer.app.run import CONF_DIR
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        with pytest.raises(ConfigCompositionException) as info:
+            compose("config", overrides=["workload=glue_hf", "workload.train.epoch=3"])
+    GlobalHydra.instance().clear()
+    assert "workload.train.epoch" in f"{info.value} {info.value.__cause__}"
 
 
 @pytest.mark.parametrize("kind", ["bert", "gpt2", "distilbert"])

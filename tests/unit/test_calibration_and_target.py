@@ -13,7 +13,7 @@ from test_trace_policies import random_trace
 from ttamer.cli import main
 from ttamer.evaluation.calibration import GAP_METRIC, calibration_table, gap_at_largest_knob
 from ttamer.evaluation.pareto import summarise
-from ttamer.evaluation.scoring import SweepConfig, run_sweep
+from ttamer.evaluation.scoring import ScoringConfig, score_policies
 from ttamer.traces.trace import repeated_splits, save_trace
 
 
@@ -48,7 +48,7 @@ def test_calibration_table_and_gap_by_hand():
 
 def test_summary_reports_the_gap_only_for_policies_with_a_model():
     trace = random_trace(3, "binary", seed=2)
-    points = run_sweep(trace, SweepConfig(policies=("recall", "max_softmax", "static"), n_splits=3))
+    points = score_policies(trace, ScoringConfig(policies=("recall", "max_softmax", "static"), n_splits=3))
     summary = summarise(points, reference="best_stage")
     gaps = summary[summary["metric"] == GAP_METRIC].set_index("policy")
     assert list(gaps.index) == ["recall"]
@@ -61,8 +61,8 @@ def test_summary_reports_the_gap_only_for_policies_with_a_model():
 
 def test_last_stage_target_measures_agreement_with_the_backbone():
     trace = random_trace(4, "multiclass", seed=9)
-    points = run_sweep(
-        trace, SweepConfig(policies=("static", "posterior_recall"), n_splits=2, target="last_stage")
+    points = score_policies(
+        trace, ScoringConfig(policies=("static", "posterior_recall"), n_splits=2, target="last_stage")
     )
     assert set(points["target"]) == {"last_stage"}
     splits = repeated_splits(trace.n_samples, 2, 0.5, 0)
@@ -72,7 +72,7 @@ def test_last_stage_target_measures_agreement_with_the_backbone():
         np.testing.assert_allclose(static["accuracy"], want)
     assert (points.loc[points["policy"] == "static", "accuracy"].iloc[-1]) == 1.0
     with pytest.raises(Exception, match="target"):
-        SweepConfig(target="backbone")
+        ScoringConfig(target="backbone")
 
 
 def test_cli_sweep_target_option(tmp_path: Path):

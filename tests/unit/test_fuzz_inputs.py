@@ -92,7 +92,7 @@ def test_valid_instances_solve(
 ) -> None:
     path = tmp_path / "ok.json"
     path.write_text(json.dumps(doc))
-    for policy in ("recall", "no-recall"):
+    for policy in ("recall", "no_recall"):
         rc, out, err = run_cli(capsys, ["solve", str(path), "--lam", "0.5", "--policy", policy])
         assert rc == 0, err
         assert math.isfinite(json.loads(out)["objective"])

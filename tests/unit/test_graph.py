@@ -334,7 +334,7 @@ def test_cli_closure_and_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert res["structure"] == "closure" and res["policy"] == "recall"
         assert res["objective"] == pytest.approx(float(solve_closure_recall(g, 0.4).value[0]))
         assert res["index"][-1] == [None]
-        rc, out, _ = _run(["solve", str(path), "--lam", "0.4", "--policy", "no-recall"], capsys)
+        rc, out, _ = _run(["solve", str(path), "--lam", "0.4", "--policy", "no_recall"], capsys)
         assert rc == 0
         assert json.loads(out)["objective"] == pytest.approx(float(solve_closure_no_recall(g, 0.4).value[0]))
     # a chain written as a graph gives exactly the chain's answer
@@ -343,7 +343,7 @@ def test_cli_closure_and_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     save_chain(chain, tmp_path / "chain.json")
     save_graph(chain_to_graph(chain), tmp_path / "path.json")
-    for policy in ("recall", "no-recall", "prophet"):
+    for policy in ("recall", "no_recall", "prophet"):
         outs = []
         for name in ("chain.json", "path.json"):
             rc, out, _ = _run(["solve", str(tmp_path / name), "--lam", "0.3", "--policy", policy], capsys)
@@ -367,6 +367,9 @@ def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         assert rc == 2, name
         assert out == ""
         assert err.count("\n") == 1 and needle in err and str(path) in err, err
+    # one vocabulary: the hyphenated spelling of a policy name is refused, naming the valid ones
+    rc, out, err = _run(["solve", str(path), "--lam", "0.5", "--policy", "no-recall"], capsys)
+    assert rc == 2 and out == "" and "invalid choice: 'no-recall'" in err and "no_recall" in err, err
 
 
 def test_cli_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -377,7 +380,7 @@ def test_cli_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     g = _graph(4, [(None, 0), (0, 1), (0, 2), (None, 3)])
     path = tmp_path / "tree.json"
     save_graph(g, path)
-    for policy, solve in (("recall", solve_tree_recall), ("no-recall", solve_tree_no_recall)):
+    for policy, solve in (("recall", solve_tree_recall), ("no_recall", solve_tree_no_recall)):
         rc, out, _ = _run(["solve", str(path), "--lam", "0.4", "--policy", policy], capsys)
         assert rc == 0
         res = json.loads(out)

@@ -19,6 +19,7 @@ from ttamer.evaluation.pareto import (
     cost_to_reach,
     hull_accuracy_at,
     hull_table,
+    lower_hull,
     mean_curve,
     savings,
     split_metrics,
@@ -99,6 +100,23 @@ def test_hull_vertex_iff_not_dominated_by_mixtures_of_others(seed: int) -> None:
         reach = brute_reachable(cost[others], acc[others], cost[p : p + 1])[0]
         dominated = not np.isnan(reach) and reach >= acc[p]
         assert (p in vertices) == (not dominated), p
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_lower_hull_is_least_reachable_loss(seed: int) -> None:
+    """The loss frontier (synthetic figures): least loss reachable at cost <= c by mixing, and
+    its vertices are the input points bit for bit."""
+    rng = np.random.default_rng(2000 + seed)
+    cost, loss = random_points(rng, int(rng.integers(1, 25)), discrete=seed % 3 == 0)
+    hc, hl = lower_hull(cost, loss)
+    pts = set(zip(cost.tolist(), loss.tolist(), strict=True))
+    assert all((c, ell) in pts for c, ell in zip(hc.tolist(), hl.tolist(), strict=True))
+    assert np.all(np.diff(hc) > 0) and np.all(np.diff(hl) < 0)
+    assert np.all(np.diff(np.diff(hl) / np.diff(hc)) > 0)  # convex: slopes strictly increasing
+    grid = np.concatenate([cost, rng.random(200) * 1.2 - 0.1])
+    least = -brute_reachable(cost, -loss, grid)  # least mixed loss at cost <= c (NaN below all)
+    frontier = np.where(grid >= hc[0], np.interp(grid, hc, hl), np.nan)
+    np.testing.assert_allclose(frontier, least, atol=1e-12)
 
 
 def test_hull_hand_example() -> None:

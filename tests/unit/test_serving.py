@@ -352,7 +352,7 @@ def test_stagewise_loop_serves_slow_arrivals_one_by_one() -> None:
 
 def test_to_device_moves_tensors_and_token_batches_and_keeps_texts() -> None:
     from ttamer.serving.runtime import to_device
-    from ttamer.workloads.text.text_exits import TokenBatch
+    from ttamer.workloads.text.exits.tokens import TokenBatch
 
     ids = torch.tensor([[1, 2, 0], [3, 4, 5]])
     batch = TokenBatch(ids, (ids > 0).long(), None)
@@ -366,7 +366,7 @@ def test_to_device_moves_tensors_and_token_batches_and_keeps_texts() -> None:
 def test_batch1_probabilities_and_scores_are_the_traces_bit_for_bit() -> None:
     """The batch-1 path works on Python floats: numpy's summation order, the same division,
     the same scores, the same first argmax, for any number of classes."""
-    from ttamer.serving.decide import argmax1, numpy_sum, stage_score, stage_score1
+    from ttamer.serving.decide import argmax_of_row, numpy_sum, stage_score, stage_score_of_row
 
     rng = np.random.default_rng(0)
     for n_classes in (1, 2, 3, 7, 8, 9, 10, 17, 100, 128, 129, 300, 1000):
@@ -374,15 +374,15 @@ def test_batch1_probabilities_and_scores_are_the_traces_bit_for_bit() -> None:
             logits = torch.from_numpy(rng.normal(0.0, rng.choice([0.3, 3.0, 30.0]), (1, n_classes))).float()
             model = TorchStages(nn.Identity())
             exact = model.probabilities(logits)  # (1, C) float64
-            fast = model.probabilities1(logits)
+            fast = model.probabilities_of_row(logits)
             assert fast == exact[0].tolist()
             values = rng.random(n_classes) * rng.choice([1e-9, 1.0, 1e6])
             assert numpy_sum(values.tolist()) == values.sum()
-            assert argmax1(fast) == int(exact[0].argmax())
+            assert argmax_of_row(fast) == int(exact[0].argmax())
             for score in ("max_softmax", "entropy") + (("margin",) if n_classes > 1 else ()):
-                assert stage_score1(fast, score) == stage_score(exact, score)[0]
+                assert stage_score_of_row(fast, score) == stage_score(exact, score)[0]
     tie = [0.25, 0.5, 0.5, 0.25]
-    assert argmax1(tie) == int(np.argmax(tie)) == 1
+    assert argmax_of_row(tie) == int(np.argmax(tie)) == 1
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -438,7 +438,7 @@ def test_request_checks_understand_text_batches() -> None:
 
     from ttamer.errors import FieldError
     from ttamer.serving.checks import check_requests
-    from ttamer.workloads.text.text_exits import TokenBatch
+    from ttamer.workloads.text.exits.tokens import TokenBatch
 
     tokens = TokenBatch(torch.ones((3, 4), dtype=torch.long), torch.ones((3, 4), dtype=torch.long))
     assert check_requests((["a", "b", "c"], tokens)) == 3

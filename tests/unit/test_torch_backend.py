@@ -24,7 +24,6 @@ F32_VALUE_RTOL = 1e-5  # measured: at most about 3e-7 on these chains (float32 e
 F32_REGRET_RTOL = 2e-5  # tie slack 1e-5 plus rounding; measured: at most about 4e-6
 TINY = 1e-30  # absolute floor: float32 may flush values below ~1e-38 to zero
 LAMS = np.array([0.0, 0.1, 0.37, 0.5, 0.9, 1.0])
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
 def _random_chains(seed: int, count: int):
@@ -126,7 +125,7 @@ def test_available_devices():
     assert ("cuda" in devices) == torch.cuda.is_available()
 
 
-@CUDA
+@pytest.mark.gpu
 def test_cuda_float64_matches_numpy():
     for chain in _random_chains(200, 40):
         assert_same_solution(solve_recall_torch(chain, LAMS, device="cuda"), solve_recall(chain, LAMS))
@@ -134,7 +133,7 @@ def test_cuda_float64_matches_numpy():
     assert_same_solution(solve_recall_torch(chain, LAMS, device="cuda"), solve_recall(chain, LAMS))
 
 
-@CUDA
+@pytest.mark.gpu
 def test_cuda_float32_close_to_float64():
     chain = shared_support_chain(n_stages=4, n_values=200, seed=3)
     f64 = solve_recall(chain, LAMS)

@@ -11,17 +11,24 @@ and an exact plain-Python replica of the greedy with few candidate levels).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 import pytest
 
 from ttamer.errors import FieldError
+from ttamer.evaluation.scoring import ScoringConfig
 from ttamer.policies import (
     POLICIES,
+    AutoPolicy,
     Decisions,
     ScoringContext,
+    default_auto_candidates,
+    default_trace_policies,
     make_policy,
+    register_policy,
+    registry,
     score_decisions,
 )
 from ttamer.policies.per_stage_threshold import PerStageThresholdPolicy, TunedThresholds
@@ -175,6 +182,65 @@ def test_registry_names_and_make_policy():
         make_policy("recall", not_a_parameter=1)
     with pytest.raises(FieldError):
         make_policy("per_stage_threshold", budgets=(-1.0,))
+
+
+# the order of the results tables (and of conf/policy/all.yaml's trace list before it derived
+# from the registry)
+TABLE_ORDER = (
+    "recall",
+    "no_recall",
+    "posterior_recall",
+    "posterior_no_recall",
+    "max_softmax",
+    "entropy",
+    "patience",
+    "per_stage_threshold",
+    "threshold_with_recall",
+    "static",
+    "oracle",
+    "auto",
+)
+
+
+def test_registry_order_and_default_lists():
+    assert tuple(POLICIES) == TABLE_ORDER
+    assert default_trace_policies() == TABLE_ORDER == ScoringConfig().policies
+    candidates = tuple(n for n in TABLE_ORDER if n not in ("static", "oracle", "auto"))
+    assert default_auto_candidates() == candidates == AutoPolicy().candidates
+    for name, entry in registry.policy_entries().items():
+        assert entry.cls is POLICIES[name] and entry.cls.__module__.startswith("ttamer.policies.")
+
+
+@dataclass(frozen=True)
+class _Mine:
+    name = "mine"
+    knob_name = "none"
+    stage: int = 0
+
+    def decide(self, ctx: ScoringContext) -> Decisions:
+        stop = np.full((1, ctx.test.n_samples), self.stage, dtype=np.int64)
+        return Decisions(np.array([0.0]), stop, stop)
+
+
+@dataclass(frozen=True)
+class _Recall(_Mine):
+    name = "recall"
+
+
+def test_register_policy_checks_and_orders(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(registry, "_ENTRIES", dict(registry._ENTRIES))
+    with pytest.raises(ValueError, match="named 'mine', registered as 'other'"):
+        register_policy("other", order=999)(_Mine)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_policy("recall", order=999)(_Recall)
+    with pytest.raises(ValueError, match="order 10 is already 'recall'"):
+        register_policy("mine", order=10)(_Mine)
+    assert register_policy("mine", order=5, default=False)(_Mine) is _Mine
+    assert tuple(registry.policy_classes()) == ("mine", *TABLE_ORDER)
+    assert default_trace_policies() == TABLE_ORDER and default_auto_candidates() == TABLE_ORDER[:9]
+    assert make_policy("mine", stage=1) == _Mine(1)
+    register_policy("late", order=1000, auto_candidate=True)(type("_Late", (_Mine,), {"name": "late"}))
+    assert default_trace_policies()[-1] == "late" and default_auto_candidates()[-1] == "late"
 
 
 # ------------------------------------------------------------------------------ chain policies
@@ -396,7 +462,7 @@ def reference_greedy(fit: Trace, budget: float, candidates) -> list[int]:
     conf, pred, labels, cost = fit.conf.tolist(), fit.pred.tolist(), fit.labels.tolist(), fit.cost.tolist()
     cum = [sum(cost[: i + 1]) for i in range(n)]
     steps = [0] * (n - 1)
-    moves = []
+    moves: list[int] = []
 
     def thresholds(st):
         return [candidates[j][s - 1] if s else math.inf for j, s in enumerate(st)] + [-math.inf]

@@ -1,4 +1,4 @@
-"""Provenance, resumable jobs and the multirun summary of the Hydra harness (``ttamer.app.main``).
+"""Provenance, resumable jobs and the multirun summary of the Hydra harness (``ttamer.app.run``).
 
 Every job folder receives, atomically:
 
@@ -122,7 +122,7 @@ def _portable(path: str | None) -> str | None:
     return None if path is None else portable_path(path)
 
 
-def environment() -> dict[str, Any]:
+def code_and_machine() -> dict[str, Any]:
     """Code and machine: git state, package versions, Python, platform, host."""
     return {
         "git": git_state(),
@@ -233,7 +233,7 @@ class JobRecord:
             "overrides": list(overrides),
             "argv": [portable_path(a) if os.path.isabs(a) else a for a in sys.argv],
             **extra,
-            **environment(),
+            **code_and_machine(),
         }
         self._t0 = dt.datetime.now(dt.timezone.utc)
 
@@ -372,7 +372,7 @@ def _same_but_job_id(old: str, new: str) -> bool:
     return drop.sub("", old) == drop.sub("", new)
 
 
-def _keep_identical_hydra_files() -> None:
+def keep_identical_hydra_files() -> None:
     """Make Hydra's ``.hydra/*.yaml`` writer leave a file alone when its content is unchanged, so
     rerunning a finished job rewrites nothing (Hydra writes them before the task function runs).
     Best effort: does nothing if Hydra's private ``_save_config`` is not there."""
@@ -417,7 +417,7 @@ class MultirunSummary(_Callback):
         self.fail_exit_code = fail_exit_code
         self.job_dirs: list[Path] = []
         self.started = dt.datetime.now(dt.timezone.utc)
-        _keep_identical_hydra_files()
+        keep_identical_hydra_files()
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         """Remember ``multirun.yaml`` as it is: Hydra rewrites it before the jobs run."""

@@ -4,13 +4,13 @@ Offline by default: runs are written under ``<dir>/wandb/offline-run-*`` and upl
 with ``wandb sync <dir>/wandb/offline-run-*``. ``WANDB_MODE`` in the environment wins over the
 configured mode, so ``WANDB_MODE=disabled`` turns every logger off (tests do this); wandb's
 aliases ``dryrun`` (offline) and ``run`` (online) are understood. ``wandb`` is imported only
-when a run actually starts. No Hydra here: :mod:`ttamer.app.main` builds the :class:`LoggerConfig`.
+when a run actually starts. No Hydra here: :mod:`ttamer.app.run` builds the :class:`LoggerConfig`.
 
 Online logging: ``ttamer-run logger.mode=online`` (or ``WANDB_MODE=online``), after
 ``wandb login`` (or with ``WANDB_API_KEY`` set); ``logger.project=...`` and ``WANDB_ENTITY``
 choose where runs go. In the Hydra harness every job is one run whose files live in the job
 folder (``<job>/wandb/``); the jobs of a multirun share the W&B ``group`` named after the sweep
-folder, and each is named after its job folder (see :func:`ttamer.app.main.job_logger_config`).
+folder, and each is named after its job folder (see :func:`ttamer.app.run.job_logger_config`).
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ class LoggerConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend: must be one of {BACKENDS}, got {self.backend!r}")
+            raise FieldError("backend", f"must be one of {' | '.join(BACKENDS)}, got {self.backend!r}")
         if self.mode not in MODES:
-            raise ValueError(f"mode: must be one of {MODES}, got {self.mode!r}")
+            raise FieldError("mode", f"must be one of {' | '.join(MODES)}, got {self.mode!r}")
 
     def effective_mode(self) -> str:
         """The mode a run will use: ``WANDB_MODE`` if set, else ``mode``; ``"disabled"`` for

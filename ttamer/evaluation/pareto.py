@@ -136,6 +136,17 @@ def upper_hull(cost: ArrayLike, acc: ArrayLike) -> Hull:
     return Hull(cost=c[idx], accuracy=a[idx])
 
 
+def lower_hull(cost: ArrayLike, loss: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Vertices ``(cost, loss)`` of the lower-left convex frontier of the points
+    ``(cost[i], loss[i])`` (both (P,); loss e.g. an error probability): the upper
+    non-decreasing hull of ``(cost, -loss)``, so from the cheapest point (lowest loss among
+    the cheapest) to the cheapest point of least loss, loss strictly decreasing, slope
+    increasing. Negating the loss is exact, so the vertices are the input points unchanged."""
+    c, ell = _as_curve(cost, loss)
+    idx = upper_hull_indices(c, -ell)
+    return c[idx], ell[idx]
+
+
 def hull_accuracy_at(hull: Hull, cost_grid: ArrayLike) -> FloatArray:
     """Hull accuracy at each cost of ``cost_grid`` (any shape, same unit as the hull).
 

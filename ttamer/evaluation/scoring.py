@@ -37,6 +37,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,8 +45,8 @@ from numpy.typing import NDArray
 
 from ttamer.errors import FieldError
 from ttamer.fitting.chain import FitConfig
-from ttamer.policies.auto import DEFAULT_CANDIDATES
 from ttamer.policies.base import Decisions, Scores, ScoringContext, TracePolicy, score_decisions
+from ttamer.policies.registry import default_trace_policies, make_policy
 from ttamer.traces.trace import Trace, TraceError, repeated_splits
 
 if TYPE_CHECKING:
@@ -69,15 +70,13 @@ COLUMNS = (
 
 TARGETS = ("label", "last_stage")
 
-DEFAULT_POLICIES = (*DEFAULT_CANDIDATES, "static", "oracle", "auto")
-"""Every registered policy; ``auto`` chooses among the others but the two references."""
-
 
 @dataclass(frozen=True)
-class SweepConfig:
-    """What to sweep.
+class ScoringConfig:
+    """Which policies to score on a trace, and how.
 
-    ``policies``: registry names (:data:`ttamer.policies.POLICIES`) or policy objects.
+    ``policies``: registry names (:data:`ttamer.policies.POLICIES`) or policy objects; default
+    :func:`ttamer.policies.default_trace_policies`.
     ``n_splits``: random fit/test splits (ignored when a fit trace is given).
     ``fit_fraction``: share of the samples in each fit split. ``seed``: the splits' seed.
     ``fit_config``: how the chain is fitted. ``progress``: show a progress bar (only on a TTY).
@@ -87,7 +86,7 @@ class SweepConfig:
     (with a note, see :func:`unsupported`) the policies the trace cannot support instead of
     failing; meant for the default policy set."""
 
-    policies: tuple[str | TracePolicy, ...] = DEFAULT_POLICIES
+    policies: tuple[str | TracePolicy, ...] = field(default_factory=default_trace_policies)
     n_splits: int = 5
     fit_fraction: float = 0.5
     seed: int = 0
@@ -118,8 +117,6 @@ class SweepConfig:
 def resolve_policies(policies: tuple[str | TracePolicy, ...]) -> list[TracePolicy]:
     """Policy objects for registry names (objects pass through); unknown or repeated names are
     refused with a :class:`FieldError` on ``policies``."""
-    from ttamer.policies import make_policy
-
     out = [make_policy(p) if isinstance(p, str) else p for p in policies]
     names = [p.name for p in out]
     dups = sorted({n for n in names if names.count(n) > 1})
@@ -128,9 +125,9 @@ def resolve_policies(policies: tuple[str | TracePolicy, ...]) -> list[TracePolic
     return out
 
 
-def run_sweep(
+def score_policies(
     trace: Trace,
-    config: SweepConfig,
+    config: ScoringConfig,
     fit_trace: Trace | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
@@ -142,15 +139,55 @@ def run_sweep(
     import pandas as pd
     from tqdm import tqdm
 
-    policies = resolve_policies(config.policies)
-    if config.skip_unsupported:
-        skipped = unsupported(policies, trace, config.fit_config)
-        if skipped:
-            notes = "; ".join(f"{name} ({why})" for name, why in skipped.items())
-            print(f"note: skipped the policies this trace cannot support: {notes}", file=sys.stderr)
-        policies = [p for p in policies if p.name not in skipped]
+    policies = _runnable_policies(config, trace)
     trace = retarget(trace, config.target)
     fit_trace = None if fit_trace is None else retarget(fit_trace, config.target)
+    splits = fit_test_splits(trace, config, fit_trace)
+    show = config.progress and sys.stderr.isatty()
+    blocks: list[dict[str, Any]] = []
+    with tqdm(total=len(splits) * len(policies), desc="scoring", unit="policy", disable=not show) as bar:
+        for r, split in enumerate(splits):
+            fit, test = split()
+            ctx = ScoringContext(fit, test, config.fit_config, reference=config.reference)
+            for policy in policies:
+                bar.set_postfix_str(f"split {r} {policy.name}", refresh=False)
+                block = score_policy(policy, ctx, r)
+                blocks.append(block)
+                if on_result is not None:
+                    on_result(block)
+                bar.update(1)
+    columns = {c: np.concatenate([b[c] for b in blocks]) for c in COLUMNS}
+    return pd.DataFrame(columns, columns=list(COLUMNS))
+
+
+def score_policy(policy: TracePolicy, ctx: ScoringContext, split: int) -> dict[str, NDArray[np.generic]]:
+    """One policy's rows of the points table on the fit/test split ``ctx`` (split index ``split``)."""
+    decisions = policy.decide(ctx)
+    _check_decisions(decisions, policy, ctx.test)
+    scores = score_decisions(decisions, ctx.test)
+    est, chosen = decisions.estimated_error, decisions.selected
+    return points_block(policy.name, policy.knob_name, scores, split, ctx.test, est, chosen)
+
+
+def _runnable_policies(config: ScoringConfig, trace: Trace) -> list[TracePolicy]:
+    """The policies of ``config``; with ``skip_unsupported``, less those ``trace`` cannot support
+    (with a note on stderr)."""
+    policies = resolve_policies(config.policies)
+    if not config.skip_unsupported:
+        return policies
+    skipped = unsupported(policies, trace, config.fit_config)
+    if skipped:
+        notes = "; ".join(f"{name} ({why})" for name, why in skipped.items())
+        print(f"note: skipped the policies this trace cannot support: {notes}", file=sys.stderr)
+    return [p for p in policies if p.name not in skipped]
+
+
+def fit_test_splits(
+    trace: Trace, config: ScoringConfig, fit_trace: Trace | None = None
+) -> list[Callable[[], tuple[Trace, Trace]]]:
+    """The (fit, test) traces of every split, each built when called: with ``fit_trace`` the one
+    split (``fit_trace``, ``trace``); otherwise ``config.n_splits`` random splits of ``trace``
+    (:func:`ttamer.traces.trace.repeated_splits`)."""
     if fit_trace is not None:
         if fit_trace.n_stages != trace.n_stages:
             raise TraceError(
@@ -158,38 +195,14 @@ def run_sweep(
                 f"the fit trace has {fit_trace.n_stages} stages but the scored trace has {trace.n_stages}",
             )
         fixed = fit_trace, trace
+        return [lambda: fixed]
+    index_splits = repeated_splits(trace.n_samples, config.n_splits, config.fit_fraction, config.seed)
 
-        def split(r: int) -> tuple[Trace, Trace]:
-            return fixed
+    def split(r: int) -> tuple[Trace, Trace]:
+        fit_idx, test_idx = index_splits[r]
+        return trace.subset(fit_idx), trace.subset(test_idx)
 
-        n_splits = 1
-    else:
-        index_splits = repeated_splits(trace.n_samples, config.n_splits, config.fit_fraction, config.seed)
-        n_splits = len(index_splits)
-
-        def split(r: int) -> tuple[Trace, Trace]:
-            fit_idx, test_idx = index_splits[r]
-            return trace.subset(fit_idx), trace.subset(test_idx)
-
-    show = config.progress and sys.stderr.isatty()
-    blocks: list[dict[str, Any]] = []
-    with tqdm(total=n_splits * len(policies), desc="sweep", unit="policy", disable=not show) as bar:
-        for r in range(n_splits):
-            fit, test = split(r)
-            ctx = ScoringContext(fit, test, config.fit_config, reference=config.reference)
-            for policy in policies:
-                bar.set_postfix_str(f"split {r} {policy.name}", refresh=False)
-                decisions = policy.decide(ctx)
-                _check_decisions(decisions, policy, test)
-                scores = score_decisions(decisions, test)
-                est, chosen = decisions.estimated_error, decisions.selected
-                block = points_block(policy.name, policy.knob_name, scores, r, test, est, chosen)
-                blocks.append(block)
-                if on_result is not None:
-                    on_result(block)
-                bar.update(1)
-    columns = {c: np.concatenate([b[c] for b in blocks]) for c in COLUMNS}
-    return pd.DataFrame(columns, columns=list(COLUMNS))
+    return [partial(split, r) for r in range(len(index_splits))]
 
 
 def points_block(
@@ -260,3 +273,4 @@ def _check_decisions(d: Decisions, policy: TracePolicy, test: Trace) -> None:
         raise ValueError(f"policy {policy.name!r} stops at a stage outside 0..{test.n_stages - 1}")
     if (d.returned < 0).any() or (d.returned > d.stop).any():
         raise ValueError(f"policy {policy.name!r} returns a stage it did not run")
+

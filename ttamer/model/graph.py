@@ -89,17 +89,8 @@ class Graph:
         """Validate and freeze; every error is a ChainError naming its field (0-based), e.g.
         ``nodes[2].losses`` or ``edges[3].transition``. ``edges`` holds :class:`Edge` objects
         or ``(source, target, cost, transition)`` tuples."""
-        if nodes is None or len(nodes) == 0:
-            raise ChainError("nodes", "the graph is empty: at least one node is needed")
-        n = len(nodes)
-        losses = []
-        for v, raw in enumerate(nodes):
-            field = f"nodes[{v}].losses"
-            arr = _as_float_array(raw, field, 1)
-            if arr.size == 0:
-                raise ChainError(field, "node has no states")
-            _check_finite_nonnegative(arr, field)
-            losses.append(_frozen_copy(arr))
+        losses = _node_losses(nodes)
+        n = len(losses)
         if names is None:
             name_list = [""] * n
         else:
@@ -111,42 +102,7 @@ class Graph:
         out: list[Edge] = []
         seen: dict[tuple[int | None, int], int] = {}
         for e, raw_edge in enumerate(edges):
-            src: Any
-            tgt: Any
-            cost: Any
-            trans: Any
-            if isinstance(raw_edge, Edge):
-                src, tgt, cost, trans = raw_edge.source, raw_edge.target, raw_edge.cost, raw_edge.transition
-            else:
-                try:
-                    src, tgt, cost, trans = raw_edge
-                except (TypeError, ValueError):
-                    raise ChainError(
-                        f"edges[{e}]", "must be an Edge or a (source, target, cost, transition) tuple"
-                    ) from None
-            source = None if src is None else _node_index(src, n, f"edges[{e}].from")
-            target = _node_index(tgt, n, f"edges[{e}].to")
-            if source == target:
-                raise ChainError(f"edges[{e}].to", f"is a self-loop on node {target}")
-            key = (source, target)
-            if key in seen:
-                raise ChainError(f"edges[{e}]", f"duplicates edges[{seen[key]}] ({_fmt_edge(key)})")
-            seen[key] = e
-            c = _as_float_array(cost, f"edges[{e}].cost", 0) if _is_scalar(cost) else None
-            if c is None:
-                raise ChainError(f"edges[{e}].cost", f"must be a number, got {cost!r}")
-            _check_finite_nonnegative(c.reshape(1), f"edges[{e}].cost")
-            field = f"edges[{e}].transition"
-            t = _as_float_array(trans, field, 2)
-            rows = 1 if source is None else losses[source].size
-            want = (rows, losses[target].size)
-            if t.shape != want:
-                what = "1 row (from the root)" if source is None else f"states of node {source}"
-                raise ChainError(
-                    field, f"has shape {t.shape}, expected {want} ({what} x states of node {target})"
-                )
-            _check_distribution(t, field)
-            out.append(Edge(source, target, float(c), _frozen_copy(t)))
+            out.append(_checked_edge(e, raw_edge, losses, seen))
         return cls(tuple(losses), tuple(name_list), tuple(out), str(name))
 
     @property
@@ -187,6 +143,65 @@ class Graph:
             ],
             "name": self.name,
         }
+
+def _node_losses(nodes: Sequence[ArrayLike]) -> list[FloatArray]:
+    """Every node's losses, checked (non-empty, finite, >= 0) and frozen."""
+    if nodes is None or len(nodes) == 0:
+        raise ChainError("nodes", "the graph is empty: at least one node is needed")
+    losses = []
+    for v, raw in enumerate(nodes):
+        field = f"nodes[{v}].losses"
+        arr = _as_float_array(raw, field, 1)
+        if arr.size == 0:
+            raise ChainError(field, "node has no states")
+        _check_finite_nonnegative(arr, field)
+        losses.append(_frozen_copy(arr))
+    return losses
+
+
+def _checked_edge(
+    e: int, raw_edge: Any, losses: list[FloatArray], seen: dict[tuple[int | None, int], int]
+) -> Edge:
+    """Edge ``e`` (an :class:`Edge` or a (source, target, cost, transition) tuple), checked
+    against the nodes' state counts: no self-loop, not a duplicate of an edge in ``seen``
+    ((source, target) -> edge number; ``e`` is added), a cost >= 0, a stochastic transition of
+    shape (states of the source, or 1 from the root) x (states of the target)."""
+    src: Any
+    tgt: Any
+    cost: Any
+    trans: Any
+    if isinstance(raw_edge, Edge):
+        src, tgt, cost, trans = raw_edge.source, raw_edge.target, raw_edge.cost, raw_edge.transition
+    else:
+        try:
+            src, tgt, cost, trans = raw_edge
+        except (TypeError, ValueError):
+            raise ChainError(
+                f"edges[{e}]", "must be an Edge or a (source, target, cost, transition) tuple"
+            ) from None
+    n = len(losses)
+    source = None if src is None else _node_index(src, n, f"edges[{e}].from")
+    target = _node_index(tgt, n, f"edges[{e}].to")
+    if source == target:
+        raise ChainError(f"edges[{e}].to", f"is a self-loop on node {target}")
+    key = (source, target)
+    if key in seen:
+        raise ChainError(f"edges[{e}]", f"duplicates edges[{seen[key]}] ({_fmt_edge(key)})")
+    seen[key] = e
+    c = _as_float_array(cost, f"edges[{e}].cost", 0) if _is_scalar(cost) else None
+    if c is None:
+        raise ChainError(f"edges[{e}].cost", f"must be a number, got {cost!r}")
+    _check_finite_nonnegative(c.reshape(1), f"edges[{e}].cost")
+    field = f"edges[{e}].transition"
+    t = _as_float_array(trans, field, 2)
+    rows = 1 if source is None else losses[source].size
+    want = (rows, losses[target].size)
+    if t.shape != want:
+        what = "1 row (from the root)" if source is None else f"states of node {source}"
+        raise ChainError(field, f"has shape {t.shape}, expected {want} ({what} x states of node {target})")
+    _check_distribution(t, field)
+    return Edge(source, target, float(c), _frozen_copy(t))
+
 
 
 def _fmt_edge(key: tuple[int | None, int]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from numpy.typing import NDArray
 
+from ttamer.evaluation.pareto import lower_hull
 from ttamer.fileio import atomic_write_bytes
 
 FloatArray = NDArray[np.float64]
@@ -58,27 +60,6 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Pa
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
-
-
-def lower_hull(cost: FloatArray, loss: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Vertices of the lower-left convex frontier of the points ``(cost, loss)``, shapes ``(P,)``.
-
-    These are the operating points reachable by randomising between two rules that no other
-    mixture beats: from the cheapest point (lowest loss among the cheapest) to the most
-    accurate point (cheapest among the most accurate), loss decreasing, slope increasing."""
-    order = np.lexsort((loss, cost))
-    c, ell = np.asarray(cost, dtype=float)[order], np.asarray(loss, dtype=float)[order]
-    keep = ell < np.minimum.accumulate(np.r_[np.inf, ell[:-1]])  # strictly improves the loss
-    c, ell = c[keep], ell[keep]
-    hull: list[int] = []
-    for i in range(c.size):  # monotone chain over the few frontier points
-        while len(hull) >= 2:
-            a, b = hull[-2], hull[-1]
-            if (c[b] - c[a]) * (ell[i] - ell[a]) - (ell[b] - ell[a]) * (c[i] - c[a]) > 0:
-                break
-            hull.pop()
-        hull.append(i)
-    return c[hull], ell[hull]
 
 
 # ------------------------------------------------------------------- (a) lower-bound family
@@ -255,3 +236,13 @@ def plot_pareto(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         a.grid(True, alpha=0.25)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+SyntheticPlot = Callable[[pd.DataFrame, Path], Path]
+SYNTHETIC_FIGURES: dict[str, tuple[str, SyntheticPlot]] = {
+    "lower_bound": ("lower_bound", plot_lower_bound),
+    "ratio_distribution": ("ratios", plot_ratio_distribution),
+    "pareto": ("pareto", plot_pareto),
+}
+"""The synthetic study's figures: figure kind (``fig_[<tag>_]<kind>.png``) -> (the kind of the
+table it is drawn from, ``synthetic_<table kind>.csv``; the function that draws it)."""

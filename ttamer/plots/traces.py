@@ -42,22 +42,6 @@ CURVE_STYLE: dict[str, dict[str, object]] = {
 POINT_POLICIES = ("static", "oracle")
 
 
-def stage_names_from_benchmark(bench: pd.DataFrame) -> list[str] | None:
-    """Stage names, in stage order, from a latency table (``benchmark-infer-*.csv``) with
-    columns ``stage`` (1-based) and ``stage_name``; ``None`` when it has no names or the stages
-    are not exactly 1..n. Points tables carry only the stage number (the ``static`` knob)."""
-    if not {"stage", "stage_name"} <= set(bench.columns):
-        return None
-    pairs = bench[["stage", "stage_name"]].dropna().drop_duplicates()
-    stages = pd.to_numeric(pairs["stage"], errors="coerce")
-    if stages.isna().any() or stages.duplicated().any():
-        return None
-    order = np.argsort(stages.to_numpy())
-    if stages.to_numpy()[order].tolist() != list(range(1, len(pairs) + 1)):
-        return None
-    return [str(x) for x in pairs["stage_name"].to_numpy()[order]]
-
-
 def _curves(ax: Axes, curve: pd.DataFrame, policies: Sequence[str]) -> None:
     for policy in policies:
         rows = curve[curve["policy"] == policy]

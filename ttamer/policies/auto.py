@@ -6,34 +6,25 @@ curve is the chosen policy's, fitted on the whole fit split; ``selected`` names 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ttamer.errors import FieldError
 from ttamer.policies.base import Decisions, ScoringContext, TracePolicy
 from ttamer.policies.cross_validation import CrossValidation, cv_costs
-
-DEFAULT_CANDIDATES = (
-    "recall",
-    "no_recall",
-    "posterior_recall",
-    "posterior_no_recall",
-    "max_softmax",
-    "entropy",
-    "patience",
-    "per_stage_threshold",
-    "threshold_with_recall",
-)
+from ttamer.policies.registry import default_auto_candidates, make_policy, register_policy
 
 
+@register_policy("auto", order=120)
 @dataclass(frozen=True)
 class AutoPolicy:
-    """Choose among ``candidates`` (registered policy names) by K-fold cross-validation."""
+    """Choose among ``candidates`` (registered policy names; default: those registered as
+    ``auto_candidate``) by K-fold cross-validation."""
 
     name = "auto"
     knob_name = "knob"
-    candidates: tuple[str, ...] = DEFAULT_CANDIDATES
+    candidates: tuple[str, ...] = field(default_factory=default_auto_candidates)
     cv_folds: int = 5
     cv_delta: float = 1.0
     cv_reference: str = "study"
@@ -46,8 +37,6 @@ class AutoPolicy:
         CrossValidation(self.cv_folds, self.cv_delta, self.cv_reference)
 
     def policies(self) -> list[TracePolicy]:
-        from ttamer.policies import make_policy
-
         return [make_policy(name) for name in self.candidates]
 
     def decide(self, ctx: ScoringContext) -> Decisions:

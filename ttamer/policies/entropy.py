@@ -14,7 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ttamer.policies.base import Decisions, ScoringContext
-from ttamer.policies.grids import QuantileSweep
+from ttamer.policies.grids import QuantileGrid
+from ttamer.policies.registry import register_policy
 from ttamer.policies.stopping import first_at_least
 from ttamer.traces.trace import Trace, stage_scores
 
@@ -24,8 +25,9 @@ def stage_entropy(trace: Trace) -> NDArray[np.float64]:
     return -stage_scores(trace, "entropy")
 
 
+@register_policy("entropy", order=60, auto_candidate=True)
 @dataclass(frozen=True)
-class EntropyPolicy(QuantileSweep):
+class EntropyPolicy(QuantileGrid):
     """Exit once ``entropy <= t``; sweep ``t``."""
 
     name = "entropy"

@@ -1,8 +1,8 @@
 """Knob grids and the parameter dataclasses that describe them.
 
-``LambdaSweep`` (recall, no_recall): trade-off weights ``lam`` whose odds ``lam / (1 - lam)``
+``LambdaGrid`` (recall, no_recall): trade-off weights ``lam`` whose odds ``lam / (1 - lam)``
 are log-spaced, so both the cheap end (small odds: cost dominates) and the accurate end (large
-odds: loss dominates) are covered. ``QuantileSweep`` (max_softmax, entropy,
+odds: loss dominates) are covered. ``QuantileGrid`` (max_softmax, entropy,
 threshold_with_recall): thresholds at percentiles of a score on the fit split, over all
 stages pooled, plus fixed end points that pin the first and the last stage.
 """
@@ -29,7 +29,7 @@ def lambda_grid(n_lams: int, min_odds: float, max_odds: float) -> FloatArray:
 
 
 @dataclass(frozen=True)
-class LambdaSweep:
+class LambdaGrid:
     """A grid of trade-off weights (unitless, in [0, 1]).
 
     ``n_lams`` weights with odds ``lam/(1-lam)`` log-spaced from ``min_odds`` to ``max_odds``;
@@ -60,7 +60,7 @@ class LambdaSweep:
 
 
 @dataclass(frozen=True)
-class QuantileSweep:
+class QuantileGrid:
     """Thresholds at ``percentiles`` (0..100) of a fit-split score pooled over stages, plus
     the policy's end points; ``thresholds``, when given, replaces that grid."""
 

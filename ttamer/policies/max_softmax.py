@@ -9,14 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ttamer.policies.base import Decisions, ScoringContext
-from ttamer.policies.grids import QuantileSweep
+from ttamer.policies.grids import QuantileGrid
+from ttamer.policies.registry import register_policy
 from ttamer.policies.stopping import first_at_least
 
 NEVER_EXIT = 1.0000001  # above every confidence
 
 
+@register_policy("max_softmax", order=50, auto_candidate=True)
 @dataclass(frozen=True)
-class MaxSoftmaxPolicy(QuantileSweep):
+class MaxSoftmaxPolicy(QuantileGrid):
     """Exit once ``conf >= t``; sweep ``t``."""
 
     name = "max_softmax"

@@ -13,8 +13,9 @@ from numpy.typing import NDArray
 
 from ttamer.model.chain import Chain
 from ttamer.policies.base import Decisions, ScoringContext
-from ttamer.policies.grids import LambdaSweep
+from ttamer.policies.grids import LambdaGrid
 from ttamer.policies.recall import mean_fitted_loss
+from ttamer.policies.registry import register_policy
 from ttamer.policies.stopping import first_exit
 from ttamer.solvers.no_recall import solve_no_recall
 
@@ -34,8 +35,9 @@ def no_recall_decisions(chain: Chain, states: IntArray, lams: FloatArray) -> Dec
     return Decisions(lams, stop, stop, mean_fitted_loss(chain, states, stop))
 
 
+@register_policy("no_recall", order=20, auto_candidate=True)
 @dataclass(frozen=True)
-class NoRecallPolicy(LambdaSweep):
+class NoRecallPolicy(LambdaGrid):
     """The optimal recall-free policy of the chain fitted on the fit split."""
 
     name = "no_recall"

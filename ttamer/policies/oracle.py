@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ttamer.policies.base import Decisions, ScoringContext, first_true
+from ttamer.policies.registry import register_policy
 
 
+@register_policy("oracle", order=110)
 @dataclass(frozen=True)
 class OraclePolicy:
     """Knows which stages are correct."""

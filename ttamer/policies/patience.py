@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from ttamer.errors import FieldError
 from ttamer.policies.base import Decisions, ScoringContext
+from ttamer.policies.registry import register_policy
 from ttamer.policies.stopping import first_at_least
 
 IntArray = NDArray[np.int64]
@@ -41,6 +42,7 @@ class PatienceParams:
         return np.unique(np.asarray(ks, dtype=np.float64))
 
 
+@register_policy("patience", order=70, auto_candidate=True)
 @dataclass(frozen=True)
 class PatiencePolicy(PatienceParams):
     """Exit once ``K`` consecutive stages agree with the current one; sweep ``K``."""

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from ttamer.errors import FieldError
 from ttamer.policies.base import Decisions, ScoringContext
+from ttamer.policies.registry import register_policy
 from ttamer.policies.stopping import first_exit
 from ttamer.traces.trace import Trace
 
@@ -210,6 +211,7 @@ class PerStageThresholdParams:
             raise FieldError("n_levels", f"must be at least 1, got {self.n_levels}")
 
 
+@register_policy("per_stage_threshold", order=80, auto_candidate=True)
 @dataclass(frozen=True)
 class PerStageThresholdPolicy(PerStageThresholdParams):
     """Per-stage thresholds tuned on the fit split, applied to the test split; sweep the budget."""

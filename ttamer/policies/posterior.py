@@ -23,7 +23,8 @@ from ttamer.errors import FieldError
 from ttamer.fitting.posterior import PosteriorConfig, PosteriorModel, fit_posterior, solve_posterior
 from ttamer.policies.base import Decisions, ScoringContext, mean_at
 from ttamer.policies.cross_validation import CrossValidation, choose
-from ttamer.policies.grids import LambdaSweep
+from ttamer.policies.grids import LambdaGrid
+from ttamer.policies.registry import register_policy
 from ttamer.policies.stopping import first_exit
 
 FloatArray = NDArray[np.float64]
@@ -63,8 +64,9 @@ def describe(config: PosteriorConfig) -> str:
     return text + (f" swap_margin={config.swap_margin:g}" if config.swap_margin else "")
 
 
+@register_policy("posterior_recall", order=30, auto_candidate=True)
 @dataclass(frozen=True)
-class PosteriorRecallPolicy(LambdaSweep):
+class PosteriorRecallPolicy(LambdaGrid):
     """Optimal posterior recall; the model's hyper-parameters are cross-validated over the
     grid ``n_bins`` x ``incumbent_bins`` x ``shrinkage`` (transition rows are shrunk with the
     same pseudo-count), by the held-out cost to reach the reference minus ``cv_delta`` points."""
@@ -119,6 +121,7 @@ class PosteriorRecallPolicy(LambdaSweep):
         )
 
 
+@register_policy("posterior_no_recall", order=40, auto_candidate=True)
 @dataclass(frozen=True)
 class PosteriorNoRecallPolicy(PosteriorRecallPolicy):
     """Optimal stopping on the posterior states, returning the last stage run."""

@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 
 from ttamer.model.chain import Chain
 from ttamer.policies.base import Decisions, ScoringContext
-from ttamer.policies.grids import LambdaSweep
+from ttamer.policies.grids import LambdaGrid
+from ttamer.policies.registry import register_policy
 from ttamer.policies.stopping import leading_no_exit, running_argmin, sample_blocks
 from ttamer.solvers.recall import solve_recall
 
@@ -114,8 +115,9 @@ def mean_fitted_loss(chain: Chain, states: IntArray, stage: IntArray) -> FloatAr
     return total / max(states.shape[0], 1)
 
 
+@register_policy("recall", order=10, auto_candidate=True)
 @dataclass(frozen=True)
-class RecallPolicy(LambdaSweep):
+class RecallPolicy(LambdaGrid):
     """The optimal recall policy of the chain fitted on the fit split."""
 
     name = "recall"

@@ -9,6 +9,7 @@ import numpy as np
 
 from ttamer.errors import FieldError
 from ttamer.policies.base import Decisions, ScoringContext
+from ttamer.policies.registry import register_policy
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class StaticParams:
             raise FieldError("stages", f"must be non-empty 1-based stage numbers, got {self.stages}")
 
 
+@register_policy("static", order=100)
 @dataclass(frozen=True)
 class StaticPolicy(StaticParams):
     """Run a fixed prefix of the cascade."""

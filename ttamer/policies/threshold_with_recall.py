@@ -7,13 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ttamer.policies.base import Decisions, ScoringContext
-from ttamer.policies.grids import QuantileSweep
+from ttamer.policies.grids import QuantileGrid
 from ttamer.policies.max_softmax import NEVER_EXIT
+from ttamer.policies.registry import register_policy
 from ttamer.policies.stopping import first_at_least_with_argmax
 
 
+@register_policy("threshold_with_recall", order=90, auto_candidate=True)
 @dataclass(frozen=True)
-class ThresholdWithRecallPolicy(QuantileSweep):
+class ThresholdWithRecallPolicy(QuantileGrid):
     """Exit once ``conf >= t``; return the most confident stage run."""
 
     name = "threshold_with_recall"

@@ -68,7 +68,7 @@ class Memory:
         return Memory(arrays, sum(len(m) for m in parts))
 
     def row(self, r: int) -> dict[str, Any]:
-        """Request ``r``'s memory as Python scalars (the memory :meth:`DecisionRule.step1` takes)."""
+        """Request ``r``'s memory as Python scalars (the memory :meth:`DecisionRule.step_single` takes)."""
         return {k: v[r].item() for k, v in self.arrays.items()}
 
     def set_row(self, r: int, values: dict[str, Any]) -> None:
@@ -102,7 +102,7 @@ class DecisionRule(Protocol):
         requests in ``memory``: (stop (B,), returned stage (B,), meaningful where stop)."""
         ...
 
-    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
+    def step_single(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
         """:meth:`step` for one request, on Python floats (the batch-1 fast path): ``probs``
         a list (C,), ``memory`` a dict (empty at stage 0); the same decisions as :meth:`step`."""
         ...
@@ -133,28 +133,28 @@ def numpy_sum(values: Sequence[float]) -> float:
     return total
 
 
-def normalised1(values: Sequence[float]) -> list[float]:
+def normalised_row(values: Sequence[float]) -> list[float]:
     """One request's probabilities as :func:`as_probabilities` makes them (each divided by
     their float64 sum), as a Python list (C,)."""
     total = numpy_sum(values)
     return [v / total for v in values]
 
 
-def argmax1(probs: Sequence[float]) -> int:
+def argmax_of_row(probs: Sequence[float]) -> int:
     """The first class of largest probability (as ``np.argmax``)."""
     return probs.index(max(probs))
 
 
-def confidence1(probs: Sequence[float]) -> float:
+def confidence_of_row(probs: Sequence[float]) -> float:
     """:func:`confidence` of one request's probabilities (C,)."""
     return min(max(max(probs), 0.0), 1.0)
 
 
-def stage_score1(probs: Sequence[float], score: str) -> float:
+def stage_score_of_row(probs: Sequence[float], score: str) -> float:
     """:func:`stage_score` of one request's probabilities (C,), with the same float
     operations (``entropy`` through numpy, whose logarithm may differ from ``math.log``)."""
     if score == "max_softmax":
-        return confidence1(probs)
+        return confidence_of_row(probs)
     if score == "margin":
         top2 = sorted(probs)[-2:]
         return top2[1] - top2[0]
@@ -202,9 +202,9 @@ class RecallRule:
         self.edges = tuple(np.asarray(e, dtype=np.float64) for e in self.fitted.edges)
         self.losses = tuple(np.asarray(v, dtype=np.float64) for v in self.fitted.chain.losses)
         # the batch-1 fast path works on Python lists of the same float64 values
-        self._edges1 = [[float(v) for v in e] for e in self.edges]
-        self._losses1 = [[float(v) for v in x] for x in self.losses]
-        self._index1 = [[float(v) for v in x] for x in self.index]
+        self._edges_lists = [[float(v) for v in e] for e in self.edges]
+        self._losses_lists = [[float(v) for v in x] for x in self.losses]
+        self._index_lists = [[float(v) for v in x] for x in self.index]
         self._score, self._agreement = self.fitted.config.score, self.fitted.config.agreement
 
     @property
@@ -247,19 +247,19 @@ class RecallRule:
             stop = np.ones_like(stop)
         return np.asarray(stop, dtype=bool), np.asarray(m["arg"], dtype=np.int64)
 
-    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
-        edges = self._edges1[stage]
-        state = bisect_right(edges, stage_score1(probs, self._score))  # = searchsorted(side="right")
+    def step_single(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
+        edges = self._edges_lists[stage]
+        state = bisect_right(edges, stage_score_of_row(probs, self._score))  # = searchsorted(side="right")
         if self._agreement:
-            pred = argmax1(probs)
+            pred = argmax_of_row(probs)
             if stage > 0 and pred == memory["prev"]:
                 state += len(edges) + 1
             memory["prev"] = pred
-        loss = self._losses1[stage][state]
+        loss = self._losses_lists[stage][state]
         if stage == 0 or loss < memory["best"]:
             memory["best"], memory["arg"] = loss, stage
-        stop = stage == len(self._index1) - 1 or self.lam * memory["best"] <= self._index1[stage][state]
-        return stop, memory["arg"]
+        last = stage == len(self._index_lists) - 1
+        return last or self.lam * memory["best"] <= self._index_lists[stage][state], memory["arg"]
 
 
 @dataclass
@@ -282,11 +282,11 @@ class PosteriorRule:
         self._loss, self._keep = m.loss, m.keep_current
         self._n_b, self._n_e = zip(*(m.bin_counts(i) for i in range(m.n_stages)), strict=True)
         # the batch-1 fast path works on Python lists of the same float64 values
-        self._score_edges1 = [[float(v) for v in e] for e in m.score_edges]
-        self._inc_edges1 = [[float(v) for v in e] for e in m.incumbent_edges]
-        self._loss1 = [[float(v) for v in x] for x in self._loss]
-        self._keep1 = [[bool(v) for v in x] for x in self._keep]
-        self._stop1 = [[bool(v) for v in x] for x in self.stop_sets]
+        self._score_edges_lists = [[float(v) for v in e] for e in m.score_edges]
+        self._inc_edges_lists = [[float(v) for v in e] for e in m.incumbent_edges]
+        self._loss_lists = [[float(v) for v in x] for x in self._loss]
+        self._keep_lists = [[bool(v) for v in x] for x in self._keep]
+        self._stop_lists = [[bool(v) for v in x] for x in self.stop_sets]
 
     @property
     def name(self) -> str:
@@ -325,20 +325,20 @@ class PosteriorRule:
         returned = m["ret"] if self.recall else np.full(state.size, stage, dtype=np.int64)
         return np.asarray(stop, dtype=bool), np.asarray(returned, dtype=np.int64)
 
-    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
-        b = bisect_right(self._score_edges1[stage], stage_score1(probs, self.model.config.score))
-        pred = argmax1(probs)
+    def step_single(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
+        b = bisect_right(self._score_edges_lists[stage], stage_score_of_row(probs, self.model.config.score))
+        pred = argmax_of_row(probs)
         if stage == 0:
             state, keep = b, True
         else:
-            e = bisect_right(self._inc_edges1[stage], self._loss1[stage - 1][memory["state"]])
+            e = bisect_right(self._inc_edges_lists[stage], self._loss_lists[stage - 1][memory["state"]])
             agree = int(pred == memory["inc_pred"] and self.model.config.agreement)
             state = b + self._n_b[stage] * (e + self._n_e[stage] * agree)
-            keep = self._keep1[stage][state]
+            keep = self._keep_lists[stage][state]
         memory["state"] = state
         if keep:
             memory["ret"], memory["inc_pred"] = stage, pred
-        return self._stop1[stage][state], memory["ret"] if self.recall else stage
+        return self._stop_lists[stage][state], memory["ret"] if self.recall else stage
 
 
 @dataclass
@@ -374,12 +374,12 @@ class ThresholdRule:
             stop = np.ones_like(stop)
         return np.asarray(stop, dtype=bool), np.full(len(probs), stage, dtype=np.int64)
 
-    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
+    def step_single(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
         if stage == self.n_stages - 1:
             return True, stage
         if self.score == "max_softmax":
-            return confidence1(probs) >= self.t, stage
-        return stage_score1(probs, "entropy") >= -self.t, stage
+            return confidence_of_row(probs) >= self.t, stage
+        return stage_score_of_row(probs, "entropy") >= -self.t, stage
 
 
 @dataclass
@@ -407,8 +407,8 @@ class PatienceRule:
             stop = np.ones_like(stop)
         return np.asarray(stop, dtype=bool), np.full(len(probs), stage, dtype=np.int64)
 
-    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
-        pred = argmax1(probs)
+    def step_single(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
+        pred = argmax_of_row(probs)
         run = memory["run"] + 1 if stage > 0 and pred == memory["prev"] else 0
         memory["run"], memory["prev"] = run, pred
         return stage == self.n_stages - 1 or run >= self.k, stage
@@ -429,5 +429,5 @@ class FullModel:
         last = stage == self.n_stages - 1
         return np.full(len(probs), last, dtype=bool), np.full(len(probs), stage, dtype=np.int64)
 
-    def step1(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
+    def step_single(self, stage: int, probs: Sequence[float], memory: dict[str, Any]) -> tuple[bool, int]:
         return stage == self.n_stages - 1, stage

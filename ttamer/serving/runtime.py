@@ -7,7 +7,7 @@ The model side is a :class:`StagedModel`: ``stage(i, state) -> (state, logits)``
 stage on a batch, ``probabilities(logits)`` turns its exit's output into float64 class
 probabilities exactly as the trace stored them, ``take(state, rows)`` keeps some rows.
 :class:`TorchStages` wraps a :class:`~ttamer.workloads.multi_exit.MultiExitNet` (tensors,
-:class:`~ttamer.workloads.text.text_exits.TokenBatch` / ``HiddenState`` of the text models), with an
+:class:`~ttamer.workloads.text.exits.tokens.TokenBatch` / ``HiddenState`` of the text models), with an
 optional first stage that is not a network (VADER on the raw texts, for SST-2).
 
 Timing: every stage's compute (``stage``), decision (the exit's probabilities + the rule) and
@@ -29,7 +29,14 @@ from numpy.typing import NDArray
 from ttamer.errors import FieldError
 from ttamer.loading import one_line
 from ttamer.serving.checks import check_positive_int, check_requests
-from ttamer.serving.decide import DecisionRule, FullModel, Memory, argmax1, as_probabilities, normalised1
+from ttamer.serving.decide import (
+    DecisionRule,
+    FullModel,
+    Memory,
+    argmax_of_row,
+    as_probabilities,
+    normalised_row,
+)
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -69,7 +76,8 @@ def take_rows(state: Any, rows: NDArray[np.intp]) -> Any:
         return [state[int(r)] for r in rows]
     if state is None:
         return None
-    from ttamer.workloads.text.text_exits import HiddenState, TokenBatch
+    from ttamer.workloads.text.exits.segments import HiddenState
+    from ttamer.workloads.text.exits.tokens import TokenBatch
 
     if isinstance(state, TokenBatch):
         return state[torch.as_tensor(rows, dtype=torch.long)]
@@ -106,12 +114,8 @@ def merge_rows(states: Sequence[Any], segment: Any = None) -> Any:
         return [item for s in states for item in s]
     if first is None:
         return None
-    from ttamer.workloads.text.text_exits import (
-        HiddenState,
-        TokenBatch,
-        concat_hidden_states,
-        concat_token_batches,
-    )
+    from ttamer.workloads.text.exits.segments import HiddenState, concat_hidden_states
+    from ttamer.workloads.text.exits.tokens import TokenBatch, concat_token_batches
 
     if isinstance(first, TokenBatch):
         return concat_token_batches(states)
@@ -129,7 +133,7 @@ def to_device(state: Any, device: torch.device) -> Any:
         return state.to(device)
     if isinstance(state, tuple):
         return tuple(to_device(s, device) for s in state)
-    from ttamer.workloads.text.text_exits import TokenBatch
+    from ttamer.workloads.text.exits.tokens import TokenBatch
 
     if isinstance(state, TokenBatch):
         tt = None if state.token_type_ids is None else state.token_type_ids.to(device)
@@ -182,13 +186,13 @@ class TorchStages:
         # as ttamer.workloads.multi_exit.exit_probabilities: float32 softmax, then float64
         return as_probabilities(torch.softmax(output.detach().float(), dim=-1).cpu().numpy())
 
-    def probabilities1(self, output: Any) -> list[float]:
+    def probabilities_of_row(self, output: Any) -> list[float]:
         """:meth:`probabilities` of a batch of one, as a Python list (C,) of the same float64
         values: one softmax and one conversion, the normalisation in Python (batch 1 is
         dominated by per-operation overheads, not by arithmetic)."""
         if isinstance(output, np.ndarray):
-            return normalised1(np.asarray(output[0], dtype=np.float64).tolist())
-        return normalised1(torch.softmax(output.float(), dim=-1).tolist()[0])
+            return normalised_row(np.asarray(output[0], dtype=np.float64).tolist())
+        return normalised_row(torch.softmax(output.float(), dim=-1).tolist()[0])
 
     def take(self, state: Any, rows: NDArray[np.intp]) -> Any:
         return take_rows(state, rows)
@@ -255,7 +259,7 @@ def run_stage(
 ) -> StageStep:
     """Stage ``i`` on the batch ``state`` (``len(memory)`` requests), then the rule's decision;
     the full model decides nothing before its last stage (and computes no probabilities).
-    ``fast``: a batch of one request is decided on Python floats (:meth:`DecisionRule.step1`,
+    ``fast``: a batch of one request is decided on Python floats (:meth:`DecisionRule.step_single`,
     the same decision with a fraction of the vectorised path's fixed cost)."""
     n = len(memory)
     t0 = time.perf_counter()
@@ -266,9 +270,9 @@ def run_stage(
         return StageStep(state, memory, none, np.full(n, i), None, t1, StageRecord(i, n, t1 - t0, 0.0))
     if fast and n == 1:
         scalars = memory.row(0)
-        halt1, ret1, pred1 = decide1(model, rule, i, output, scalars)
+        halt_one, ret_one, pred_one = decide_single(model, rule, i, output, scalars)
         memory.set_row(0, scalars)
-        halt, ret, pred = np.array([halt1]), np.array([ret1]), np.array([pred1])
+        halt, ret, pred = np.array([halt_one]), np.array([ret_one]), np.array([pred_one])
     else:
         probs = model.probabilities(output)
         halt, ret = rule.step(i, probs, memory)
@@ -301,7 +305,7 @@ def serve(
     """Serve ``requests`` (a batch the model's stage 0 takes, of ``n`` rows: ``len`` when not
     given) under ``rule``: stage by stage, answering the requests that stop and regrouping the
     others into a smaller batch. A request is never run past the stage where it stopped.
-    ``fast``: one request takes the scalar path (:meth:`DecisionRule.step1`, same decisions).
+    ``fast``: one request takes the scalar path (:meth:`DecisionRule.step_single`, same decisions).
     ``check``: refuse bad requests first (:func:`ttamer.serving.checks.check_requests`); loops
     that checked every request once pass False (it costs time on the batch-1 path)."""
     if rule.n_stages != model.n_stages:
@@ -343,21 +347,21 @@ def serve(
 
 
 def one_row_probabilities(model: StagedModel) -> Callable[[Any], list[float]]:
-    """The model's probabilities of a batch of one, as a list (C,): its ``probabilities1`` when
-    it has one (:meth:`TorchStages.probabilities1`)."""
-    fast: Callable[[Any], list[float]] | None = getattr(model, "probabilities1", None)
+    """The model's probabilities of a batch of one, as a list (C,): its ``probabilities_of_row`` when
+    it has one (:meth:`TorchStages.probabilities_of_row`)."""
+    fast: Callable[[Any], list[float]] | None = getattr(model, "probabilities_of_row", None)
     return fast or (lambda output: model.probabilities(output)[0].tolist())
 
 
-def decide1(
+def decide_single(
     model: StagedModel, rule: DecisionRule, i: int, output: Any, memory: dict[str, Any]
 ) -> tuple[bool, int, int]:
     """The decision after stage ``i`` for one request, on Python floats
-    (:meth:`DecisionRule.step1`; ``memory`` updated in place): (stop, returned stage, this
+    (:meth:`DecisionRule.step_single`; ``memory`` updated in place): (stop, returned stage, this
     exit's prediction)."""
     probs = one_row_probabilities(model)(output)
-    halt, ret = rule.step1(i, probs, memory)
-    return halt, ret, argmax1(probs)
+    halt, ret = rule.step_single(i, probs, memory)
+    return halt, ret, argmax_of_row(probs)
 
 
 def serve_single(model: StagedModel, request: Any, rule: DecisionRule) -> Served:
@@ -377,7 +381,7 @@ def serve_single(model: StagedModel, request: Any, rule: DecisionRule) -> Served
         if full and i < last:
             records.append(StageRecord(i, 1, t1 - t0, 0.0))
             continue
-        halt, ret, pred_i = decide1(model, rule, i, output, memory)
+        halt, ret, pred_i = decide_single(model, rule, i, output, memory)
         preds.append(pred_i)
         t2 = clock()
         records.append(StageRecord(i, 1, t1 - t0, t2 - t1))

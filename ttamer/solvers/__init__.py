@@ -24,7 +24,7 @@ from ttamer.solvers.evaluate import (
 from ttamer.solvers.graph_eval import GraphEvaluation, evaluate_graph_policy
 from ttamer.solvers.monte_carlo import MonteCarloResult, simulate
 from ttamer.solvers.no_recall import NoRecallSolution, solve_no_recall
-from ttamer.solvers.policy import Policy, StopSetPolicy, static_policy, threshold_policy
+from ttamer.solvers.policy import ChainPolicy, StopSetPolicy, static_policy, threshold_policy
 from ttamer.solvers.prophet import solve_prophet
 from ttamer.solvers.recall import RecallIndexPolicy, RecallSolution, solve_recall
 from ttamer.solvers.threshold import best_threshold, evaluate_thresholds, threshold_candidates
@@ -39,6 +39,7 @@ from ttamer.solvers.tree import (
 
 __all__ = [
     "AggregatedSolution",
+    "ChainPolicy",
     "ClosureNoRecallSolution",
     "ClosureRecallPolicy",
     "ClosureRecallSolution",
@@ -46,7 +47,6 @@ __all__ = [
     "GraphEvaluation",
     "MonteCarloResult",
     "NoRecallSolution",
-    "Policy",
     "PolicyEvaluation",
     "RecallIndexPolicy",
     "RecallSolution",

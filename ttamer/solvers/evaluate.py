@@ -13,7 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 from ttamer.model.chain import Chain, check_lambda
 from ttamer.solvers.grid import collapse_after_min, support_positions
 from ttamer.solvers.no_recall import NoRecallSolution
-from ttamer.solvers.policy import Policy
+from ttamer.solvers.policy import ChainPolicy
 from ttamer.solvers.recall import RecallSolution
 
 FloatArray = NDArray[np.float64]
@@ -79,8 +79,8 @@ def _forward_on_grid(
     return _result(lams, loss, cost, dist)
 
 
-def evaluate_policy(chain: Chain, policy: Policy, lam: float) -> PolicyEvaluation:
-    """Exact performance of any :class:`Policy` at one trade-off weight (``L = 1``)."""
+def evaluate_policy(chain: Chain, policy: ChainPolicy, lam: float) -> PolicyEvaluation:
+    """Exact performance of any :class:`ChainPolicy` at one trade-off weight (``L = 1``)."""
     lams = check_lambda(lam)
     if lams.size != 1:
         raise ValueError("evaluate_policy takes one lam; use the batched evaluators for vectors")

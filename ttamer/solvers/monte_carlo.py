@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ttamer.model.chain import Chain, check_lambda
-from ttamer.solvers.policy import Policy
+from ttamer.solvers.policy import ChainPolicy
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -48,7 +48,9 @@ def _draw(cum_rows: FloatArray, rows: IntArray, rng: np.random.Generator) -> Int
     return np.minimum(out, cum_rows.shape[1] - 1)
 
 
-def simulate(chain: Chain, policy: Policy, lam: float, n_samples: int, seed: int = 0) -> MonteCarloResult:
+def simulate(
+    chain: Chain, policy: ChainPolicy, lam: float, n_samples: int, seed: int = 0
+) -> MonteCarloResult:
     """Simulate ``policy`` on ``n_samples`` requests drawn from ``chain``."""
     lam_v = float(check_lambda(lam)[0])
     rng = np.random.default_rng(seed)

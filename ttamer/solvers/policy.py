@@ -20,7 +20,7 @@ BoolArray = NDArray[np.bool_]
 
 
 @runtime_checkable
-class Policy(Protocol):
+class ChainPolicy(Protocol):
     """``stop(stage, best_loss, state)`` broadcasts over arrays of best losses and states."""
 
     recall: bool

@@ -43,12 +43,13 @@ from ttamer.evaluation.graph_replay import (
     replay_tree_recall,
 )
 from ttamer.evaluation.pareto import DEFAULT_DELTAS, area_under_hull, hull_table, summarise, upper_hull
-from ttamer.evaluation.scoring import COLUMNS, SweepConfig, points_block, run_sweep
+from ttamer.evaluation.results import ORDER_COLUMNS, USAGE_COLUMNS
+from ttamer.evaluation.scoring import COLUMNS, ScoringConfig, points_block, score_policies
 from ttamer.fitting.chain import FitConfig, fit_chain
 from ttamer.fitting.graph import FittedGraph, check_parents, fit_closure, fit_tree
 from ttamer.model.skip_costs import independent_meta, run_set_cost, skip_cost_matrix, skip_structure
 from ttamer.policies.base import Scores, mean_at, score_decisions
-from ttamer.policies.grids import LambdaSweep
+from ttamer.policies.grids import LambdaGrid
 from ttamer.policies.recall import recall_decisions
 from ttamer.solvers import (
     solve_closure_no_recall,
@@ -63,17 +64,6 @@ IntArray = NDArray[np.int64]
 
 STRUCTURES = ("skip", "tree")
 MAX_ORDER_STAGES = 7  # 5,040 orders
-USAGE_COLUMNS = (
-    "policy",
-    "knob",
-    "split",
-    "stage",
-    "stage_name",
-    "run_fraction",
-    "returned_fraction",
-    "skipped_fraction",
-)
-ORDER_COLUMNS = ("split", "order", "fit_area", "chosen")
 
 
 @dataclass(frozen=True)
@@ -83,14 +73,14 @@ class GraphStudyConfig:
     names; ``static`` is the single-stage reference of the summary). ``chain_orders``: also score
     the best chain order chosen on each fit split (tree studies of separate models).
     ``lambdas``: the graph policies' ``lam`` grid. The rest as in
-    :class:`ttamer.evaluation.scoring.SweepConfig` and
+    :class:`ttamer.evaluation.scoring.ScoringConfig` and
     :class:`ttamer.studies.trace_study.TraceStudyConfig`."""
 
     structure: str = "skip"
     parents: tuple[int | None, ...] | None = None
     chain_policies: tuple[str, ...] = ("recall", "no_recall", "static")
     chain_orders: bool = False
-    lambdas: LambdaSweep = field(default_factory=LambdaSweep)
+    lambdas: LambdaGrid = field(default_factory=LambdaGrid)
     n_splits: int = 5
     fit_fraction: float = 0.5
     seed: int = 0
@@ -106,7 +96,7 @@ class GraphStudyConfig:
             raise FieldError("parents", "a tree study needs each stage's parent (null for the root)")
         if "static" not in self.chain_policies:
             raise FieldError("chain_policies", "must include static (the single-stage reference)")
-        SweepConfig(self.chain_policies, self.n_splits, self.fit_fraction)  # same checks
+        ScoringConfig(self.chain_policies, self.n_splits, self.fit_fraction)  # same checks
 
 
 @dataclass(frozen=True)
@@ -302,7 +292,7 @@ def run_graph_study(
     skip_cost_matrix(trace)  # the trace must record its skip structure (clear error otherwise)
     if config.chain_orders:  # refused before any work when the stages share a backbone
         reorder_stages(trace, tuple(range(trace.n_stages)))
-    sweep = SweepConfig(
+    scoring = ScoringConfig(
         config.chain_policies,
         config.n_splits,
         config.fit_fraction,
@@ -310,7 +300,7 @@ def run_graph_study(
         config.fit_config,
         progress=config.progress,
     )
-    chain_points = run_sweep(trace, sweep, on_result=on_result)
+    chain_points = score_policies(trace, scoring, on_result=on_result)
     splits = repeated_splits(trace.n_samples, config.n_splits, config.fit_fraction, config.seed)
     blocks, usage, orders = [], [], []
     show = config.progress and sys.stderr.isatty()

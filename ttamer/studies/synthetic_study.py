@@ -10,7 +10,7 @@
 
 Units: losses are error probabilities in [0, 1]; synthetic costs sum to 1, so a cost is a
 fraction of the full chain's cost. Objectives ``J = lam*loss + (1-lam)*cost`` share those units.
-Everything is plain numpy/pandas: no Hydra here; :mod:`ttamer.app.main` builds the config.
+Everything is plain numpy/pandas: no Hydra here; :mod:`ttamer.app.run` builds the config.
 """
 
 from __future__ import annotations
@@ -45,8 +45,14 @@ from ttamer.solvers import (
 
 FloatArray = NDArray[np.float64]
 
-POLICIES = ("recall", "no_recall", "best_threshold", "prophet")
-"""Policies the study can compare. ``recall`` is the reference and is always required."""
+SYNTHETIC_POLICIES = ("recall", "no_recall", "best_threshold", "prophet")
+"""Policies the study can compare, in table order. ``recall`` is the reference and is always
+required."""
+
+
+def default_synthetic_policies() -> tuple[str, ...]:
+    """The policies the synthetic study compares when no list is given: all of them."""
+    return SYNTHETIC_POLICIES
 
 _RATIO_STREAM, _PARETO_STREAM = 0, 1  # independent random streams, keyed by family
 
@@ -62,7 +68,7 @@ class SyntheticStudyConfig:
     with ``n_states`` confidence bins for each family in ``families``, each solved at every
     weight in ``ratio_lams``. Pareto (c): one chain of ``pareto_family``, with ``n_lam_grid``
     weights spaced evenly in logit between ``lam_grid_min`` and ``lam_grid_max``.
-    ``policies`` (a subset of :data:`POLICIES`) selects the comparators in (b) and (c)."""
+    ``policies`` (a subset of :data:`SYNTHETIC_POLICIES`) selects the comparators in (b) and (c)."""
 
     alpha_min: float = 1.1
     alpha_max: float = 1000.0
@@ -79,7 +85,7 @@ class SyntheticStudyConfig:
     lam_grid_min: float = 0.05
     lam_grid_max: float = 0.999
     n_lam_grid: int = 60
-    policies: tuple[str, ...] = POLICIES
+    policies: tuple[str, ...] = SYNTHETIC_POLICIES
     seed: int = 0
     progress: bool = field(default=True, compare=False)
 
@@ -95,9 +101,11 @@ class SyntheticStudyConfig:
         unknown = [f for f in (*self.families, self.pareto_family) if f not in FAMILIES]
         if unknown or not self.families:
             raise ValueError(f"families: unknown or empty {unknown}; choose from {FAMILIES}")
-        bad = [p for p in self.policies if p not in POLICIES]
+        bad = [p for p in self.policies if p not in SYNTHETIC_POLICIES]
         if bad or "recall" not in self.policies:
-            raise ValueError(f"policies: must include 'recall' and come from {POLICIES}, got {self.policies}")
+            raise ValueError(
+                f"policies: must include 'recall' and come from {SYNTHETIC_POLICIES}, got {self.policies}"
+            )
         check_lambda(self.lower_bound_lam, "lower_bound_lam")
         check_lambda(self.ratio_lams, "ratio_lams")
         check_lambda([self.lam_grid_min, self.lam_grid_max], "lam_grid")
@@ -251,7 +259,7 @@ def ratio_table(cfg: SyntheticStudyConfig) -> pd.DataFrame:
         cols = chain_objectives(chain, lams, cfg.policies)
         frames.append(pd.DataFrame({"family": family, "chain": j, "name": chain.name, "lam": lams, **cols}))
     df = pd.concat(frames, ignore_index=True)
-    for p in (p for p in POLICIES if p in cfg.policies and p != "recall"):
+    for p in (p for p in SYNTHETIC_POLICIES if p in cfg.policies and p != "recall"):
         df[f"ratio_{p}"] = df[f"j_{p}"] / df["j_recall"]
     return df
 

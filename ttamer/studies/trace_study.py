@@ -10,26 +10,27 @@ import pandas as pd
 
 from ttamer.evaluation.calibration import calibration_table
 from ttamer.evaluation.pareto import DEFAULT_DELTAS, hull_table, summarise
-from ttamer.evaluation.scoring import SweepConfig, run_sweep
+from ttamer.evaluation.scoring import ScoringConfig, score_policies
 from ttamer.traces.trace import Trace
 
 
 @dataclass(frozen=True)
 class TraceStudyConfig:
-    """``sweep``: policies, splits, fitting. ``reference``: the accuracy that savings are
+    """``scoring``: policies, splits, fitting. ``reference``: the accuracy that savings are
     measured at, ``"best_stage"`` (the most accurate single stage) or ``"last_stage"``.
     ``deltas``: accuracy points below the reference at which the cost is also reported."""
 
-    sweep: SweepConfig
+    scoring: ScoringConfig
     reference: Literal["best_stage", "last_stage"] = "best_stage"
     deltas: tuple[float, ...] = DEFAULT_DELTAS
 
 
 @dataclass(frozen=True)
 class TraceStudyResult:
-    """``points``: the tidy sweep table; ``summary``: policy x metric with error bars over
-    splits; ``hulls``: the upper-hull vertices of every policy and split; ``calibration``:
-    predicted against realised accuracy per policy with a fitted model and knob value."""
+    """``points``: the tidy points table (:data:`ttamer.evaluation.scoring.COLUMNS`);
+    ``summary``: policy x metric with error bars over splits; ``hulls``: the upper-hull vertices
+    of every policy and split; ``calibration``: predicted against realised accuracy per policy
+    with a fitted model and knob value."""
 
     points: pd.DataFrame
     summary: pd.DataFrame
@@ -38,7 +39,7 @@ class TraceStudyResult:
 
 
 def run_trace_study(trace: Trace, config: TraceStudyConfig) -> TraceStudyResult:
-    points = run_sweep(trace, config.sweep)
+    points = score_policies(trace, config.scoring)
     summary = summarise(points, reference=config.reference, deltas=config.deltas)
     return TraceStudyResult(points, summary, hull_table(points), calibration_table(points))
 

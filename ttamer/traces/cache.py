@@ -94,16 +94,18 @@ def cached_trace(
     ``meta`` records the key and the config, and a file whose key does not match is rebuilt.
     Concurrent callers for the same file build it once (:func:`cache_lock`)."""
     with cache_lock(cache_path(cache_dir, name, config)):
-        return _cached_trace(name, config, produce, cache_dir, recompute)
+        return cached_trace_unlocked(name, config, produce, cache_dir, recompute)
 
 
-def _cached_trace(
+def cached_trace_unlocked(
     name: str,
     config: Mapping[str, Any],
     produce: Callable[[], Trace],
     cache_dir: str | Path,
     recompute: bool,
 ) -> tuple[Trace, bool]:
+    """:func:`cached_trace` for a caller that already holds the file's :func:`cache_lock` (the lock
+    is not re-entrant across processes' timeouts)."""
     key = config_key(config)
     path = cache_path(cache_dir, name, config)
     if path.exists() and not recompute:
@@ -137,99 +139,3 @@ def _cached_trace(
     save_trace(trace, path)
     log.info("cached trace %s", portable_path(path))
     return trace, False
-
-
-# ------------------------------------------------------------------------- trained weights
-# Model workloads also keep the trained model's weights next to their cached trace (same name
-# and config key, ``.weights.pt``: a torch state dict, loaded with ``weights_only=True``), so
-# that the model behind a trace can be served (ttamer.serving) without training it again.
-
-# workload name -> module with ``produce_with_model(config, out_dir) -> (Trace, model)`` and
-# ``untrained_model(config) -> model`` (the architecture, to load weights into)
-MODEL_WORKLOADS: dict[str, str] = {
-    "digits": "ttamer.workloads.vision.digits",
-    "fashion_mnist": "ttamer.workloads.vision.fashion_mnist",
-    "sst2_minilm": "ttamer.workloads.text.sst2_minilm",
-}
-
-
-def weights_path(cache_dir: str | Path, name: str, config: Mapping[str, Any]) -> Path:
-    return Path(cache_dir) / f"{name}-{config_key(config)}.weights.pt"
-
-
-def save_weights(model: Any, path: str | Path) -> None:
-    """The model's state dict, written atomically."""
-    import io
-
-    import torch
-
-    from ttamer.fileio import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_weights(model: Any, path: str | Path) -> Any:
-    """``model`` with the state dict saved at ``path`` (no pickle), in eval mode."""
-    import torch
-
-    model.load_state_dict(torch.load(Path(path), map_location="cpu", weights_only=True))
-    model.eval()
-    return model
-
-
-def cached_model(
-    name: str,
-    config: Mapping[str, Any],
-    cache_dir: str | Path,
-    out_dir: str | Path = ".",
-    recompute: bool = False,
-) -> tuple[Any, Trace, bool]:
-    """The trained model of workload ``name`` for ``config`` and its trace: ``(model, trace,
-    reused)``. Both come from the cache when the trace and the weights saved with it are there
-    and valid; otherwise the workload is trained again and both are (re)written (the trace is
-    rebuilt too, so that it is always the trace of the saved weights)."""
-    if name not in MODEL_WORKLOADS:
-        raise ValueError(f"no trained model for workload {name!r}; known: {sorted(MODEL_WORKLOADS)}")
-    with cache_lock(cache_path(cache_dir, name, config)):
-        return _cached_model(name, config, cache_dir, out_dir, recompute)
-
-
-def _cached_model(
-    name: str, config: Mapping[str, Any], cache_dir: str | Path, out_dir: str | Path, recompute: bool
-) -> tuple[Any, Trace, bool]:
-    import importlib
-
-    module = importlib.import_module(MODEL_WORKLOADS[name])
-    key = config_key(config)
-    tpath, wpath = cache_path(cache_dir, name, config), weights_path(cache_dir, name, config)
-    if tpath.exists() and wpath.exists() and not recompute:
-        try:
-            trace = load_trace(tpath)
-            if trace.meta.get("cache_key") == key and trace.meta.get("content_sha256") == content_hash(trace):
-                model = load_weights(module.untrained_model(dict(config)), wpath)
-                log.info("reusing cached trace %s and weights %s", portable_path(tpath), portable_path(wpath))
-                return model, trace, True
-            log.warning("cached trace %s: other config or content: rebuilding", portable_path(tpath))
-        except Exception as exc:  # unreadable or mismatched files: rebuild both
-            log.warning(
-                "cached model %s is unusable (%s: %s): rebuilding",
-                portable_path(wpath),
-                type(exc).__name__,
-                exc,
-            )
-    elif tpath.exists() and not recompute:
-        log.warning(
-            "cached trace %s has no saved weights: training again (trace rebuilt)", portable_path(tpath)
-        )
-    trained: dict[str, Any] = {}
-
-    def produce() -> Trace:
-        trace, trained["model"] = module.produce_with_model(dict(config), Path(out_dir))
-        return trace
-
-    trace, _ = _cached_trace(name, config, produce, cache_dir, recompute=True)
-    save_weights(trained["model"], wpath)
-    log.info("saved weights %s", portable_path(wpath))
-    return trained["model"], trace, False

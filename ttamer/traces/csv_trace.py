@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -79,81 +80,127 @@ def trace_from_frame(
         raise TraceError("sample", "the file has no rows")
     for col in REQUIRED:
         _no_missing(df, col)
+    cells = _Cells.of(df)
+    n_samples, n_stages = cells.n_samples, cells.n_stages
+    labels = _sample_labels(df, cells)
+    pred = _integers(df, "pred")[cells.order].reshape(n_samples, n_stages)
+    conf = _floats(df, "conf")[cells.order].reshape(n_samples, n_stages)
+    cost = _stage_costs(df, cells, costs)
+    stage_names, unit = _stage_names(df, cells), _cost_unit(df, cost_unit)
+    probs = _probabilities(df, cells)
+    meta = {"source": source} if source else {}
+    meta.update(independent_meta(n_stages))
+    return Trace.build(labels, pred, conf, cost, stage_names, unit, probs, meta)
 
-    s_code, s_ids = pd.factorize(df["sample"], sort=False)
-    stage_col = df["stage"]
-    stage_is_int = pd.api.types.is_integer_dtype(stage_col)
-    k_code, k_ids = pd.factorize(stage_col, sort=stage_is_int)
-    n_samples, n_stages = len(s_ids), len(k_ids)
 
-    flat = s_code.astype(np.int64) * n_stages + k_code
-    counts = np.bincount(flat, minlength=n_samples * n_stages)
-    if (counts > 1).any():
-        cell = int(np.argmax(counts > 1))
-        sample, stage = _py(s_ids[cell // n_stages]), _py(k_ids[cell % n_stages])
-        raise TraceError("stage", f"sample {sample!r} has {counts[cell]} rows for stage {stage!r}")
-    if (counts == 0).any():
-        cell = int(np.argmax(counts == 0))
-        raise TraceError(
-            "stage",
-            f"sample {_py(s_ids[cell // n_stages])!r} has no row for stage {_py(k_ids[cell % n_stages])!r} "
-            f"({int((counts == 0).sum())} (sample, stage) pairs missing)",
-        )
-    # every (sample, stage) pair appears once: place rows into (N, n) order
-    order = np.argsort(flat, kind="stable")
+@dataclass(frozen=True)
+class _Cells:
+    """The (sample, stage) grid of a long frame: each row's sample code ``s_code`` (rows,) into
+    ``s_ids`` and stage code ``k_code`` into ``k_ids`` (sorted when the stages are integers),
+    and ``order``: the rows in (N, n) order, row-major."""
 
+    s_code: NDArray[np.intp]
+    s_ids: Any
+    k_code: NDArray[np.intp]
+    k_ids: Any
+    stage_is_int: bool
+    order: NDArray[np.intp]
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.s_ids)
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.k_ids)
+
+    @staticmethod
+    def of(df: pd.DataFrame) -> _Cells:
+        """The grid of ``df``; a (sample, stage) pair with no row or several rows is refused."""
+        s_code, s_ids = pd.factorize(df["sample"], sort=False)
+        stage_is_int = pd.api.types.is_integer_dtype(df["stage"])
+        k_code, k_ids = pd.factorize(df["stage"], sort=stage_is_int)
+        n_samples, n_stages = len(s_ids), len(k_ids)
+        flat = s_code.astype(np.int64) * n_stages + k_code
+        counts = np.bincount(flat, minlength=n_samples * n_stages)
+        if (counts > 1).any():
+            cell = int(np.argmax(counts > 1))
+            sample, stage = _py(s_ids[cell // n_stages]), _py(k_ids[cell % n_stages])
+            raise TraceError("stage", f"sample {sample!r} has {counts[cell]} rows for stage {stage!r}")
+        if (counts == 0).any():
+            cell = int(np.argmax(counts == 0))
+            sample, stage = _py(s_ids[cell // n_stages]), _py(k_ids[cell % n_stages])
+            raise TraceError(
+                "stage",
+                f"sample {sample!r} has no row for stage {stage!r} "
+                f"({int((counts == 0).sum())} (sample, stage) pairs missing)",
+            )
+        # every (sample, stage) pair appears once: place rows into (N, n) order
+        order = np.argsort(flat, kind="stable")
+        return _Cells(s_code, s_ids, k_code, k_ids, stage_is_int, order)
+
+
+def _sample_labels(df: pd.DataFrame, cells: _Cells) -> NDArray[np.int64]:
+    """The label of every sample (N,); a sample with different labels on its rows is refused."""
     label_rows = _integers(df, "label")
-    labels = np.empty(n_samples, dtype=np.int64)
-    labels[s_code] = label_rows
-    conflict = np.flatnonzero(labels[s_code] != label_rows)
+    labels = np.empty(cells.n_samples, dtype=np.int64)
+    labels[cells.s_code] = label_rows
+    conflict = np.flatnonzero(labels[cells.s_code] != label_rows)
     if conflict.size:
         r = int(conflict[0])
         raise TraceError(
             "label",
-            f"sample {_py(s_ids[s_code[r]])!r} has conflicting labels ({label_rows[r]} on line {r + 2}, "
-            f"{labels[s_code[r]]} elsewhere)",
+            f"sample {_py(cells.s_ids[cells.s_code[r]])!r} has conflicting labels ({label_rows[r]} on "
+            f"line {r + 2}, {labels[cells.s_code[r]]} elsewhere)",
         )
-    pred = _integers(df, "pred")[order].reshape(n_samples, n_stages)
-    conf = _floats(df, "conf")[order].reshape(n_samples, n_stages)
+    return labels
 
-    cost = _stage_constant_floats(df, "cost", k_code, k_ids) if "cost" in df.columns else None
+
+def _stage_costs(df: pd.DataFrame, cells: _Cells, costs: Sequence[float] | None) -> NDArray[np.float64]:
+    """The cost of every stage (n,): ``costs`` when given, else the ``cost`` column."""
+    cost = _stage_constant_floats(df, "cost", cells.k_code, cells.k_ids) if "cost" in df.columns else None
     if costs is not None:
         cost = np.asarray(costs, dtype=np.float64)
-        if cost.shape != (n_stages,):
-            raise TraceError("cost", f"{cost.size} costs given for {n_stages} stages")
+        if cost.shape != (cells.n_stages,):
+            raise TraceError("cost", f"{cost.size} costs given for {cells.n_stages} stages")
     if cost is None:
         raise TraceError("cost", "column is missing and no costs were given (one per stage)")
+    return cost
 
+
+def _stage_names(df: pd.DataFrame, cells: _Cells) -> list[str]:
+    """The ``stage_name`` column; else ``stage1..`` for integer stages, else the stage values."""
     if "stage_name" in df.columns:
-        names = _stage_constant(df, "stage_name", k_code, k_ids)
-        stage_names: list[str] = [str(x) for x in names]
-    elif stage_is_int:
-        stage_names = [f"stage{i + 1}" for i in range(n_stages)]
-    else:
-        stage_names = [str(x) for x in k_ids]
+        return [str(x) for x in _stage_constant(df, "stage_name", cells.k_code, cells.k_ids)]
+    if cells.stage_is_int:
+        return [f"stage{i + 1}" for i in range(cells.n_stages)]
+    return [str(x) for x in cells.k_ids]
 
+
+def _cost_unit(df: pd.DataFrame, cost_unit: str | None) -> str:
+    """``cost_unit`` when given, else the ``cost_unit`` column (one value), else empty."""
     unit = cost_unit
     if unit is None and "cost_unit" in df.columns:
         units = df["cost_unit"].fillna("").astype(str).unique()
         if len(units) != 1:
             raise TraceError("cost_unit", f"must be one value for the whole file, found {list(units)}")
         unit = str(units[0])
+    return unit or ""
 
-    probs = None
+
+def _probabilities(df: pd.DataFrame, cells: _Cells) -> NDArray[np.float64] | None:
+    """The class probabilities (N, n, C) of the columns ``p0..p{C-1}``; None without them."""
     prob_cols = sorted((int(m.group(1)), c) for c in df.columns if (m := _PROB_COL.match(c)))
-    if prob_cols:
-        numbers = [i for i, _ in prob_cols]
-        if numbers != list(range(len(numbers))):
-            raise TraceError(
-                "p0",
-                f"probability columns must be p0..p{{C-1}} without gaps, found {[c for _, c in prob_cols]}",
-            )
-        probs = np.stack([_floats(df, c) for _, c in prob_cols], axis=1)[order]
-        probs = probs.reshape(n_samples, n_stages, len(prob_cols))
-
-    meta = {"source": source} if source else {}
-    meta.update(independent_meta(n_stages))
-    return Trace.build(labels, pred, conf, cost, stage_names, unit or "", probs, meta)
+    if not prob_cols:
+        return None
+    numbers = [i for i, _ in prob_cols]
+    if numbers != list(range(len(numbers))):
+        raise TraceError(
+            "p0",
+            f"probability columns must be p0..p{{C-1}} without gaps, found {[c for _, c in prob_cols]}",
+        )
+    probs = np.stack([_floats(df, c) for _, c in prob_cols], axis=1)[cells.order]
+    return probs.reshape(cells.n_samples, cells.n_stages, len(prob_cols))
 
 
 def export_csv(trace: Trace, path: str | os.PathLike[str]) -> None:

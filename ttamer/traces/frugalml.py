@@ -57,34 +57,7 @@ def import_frugalml(folder: str | os.PathLike[str]) -> Trace:
     names = [names[j] for j in order]
     prices = [prices[j] for j in order]
 
-    labels: NDArray[np.int64] | None = None
-    ref_file = ""
-    preds, confs = [], []
-    for m in ids:
-        true_path = root / f"Model{m}_TrueLabel.txt"
-        y = _read_labels(true_path, n_classes)
-        if labels is None:
-            labels, ref_file = y, true_path.name
-        else:
-            if y.size != labels.size:
-                raise TraceError(str(true_path), f"has {y.size} rows but {ref_file} has {labels.size}")
-            diff = np.flatnonzero(y != labels)
-            if diff.size:
-                r = int(diff[0])
-                raise TraceError(
-                    str(true_path),
-                    f"true label of row {r + 1} is {y[r]} but {ref_file} says {labels[r]} "
-                    f"({diff.size} rows disagree)",
-                )
-        pred_path = root / f"Model{m}_PredictedLabel.txt"
-        p = _read_labels(pred_path, n_classes)
-        _check_rows(pred_path, p.size, labels.size, ref_file)
-        conf_path = root / f"Model{m}_Confidence.txt"
-        c = _read_conf(conf_path)
-        _check_rows(conf_path, c.size, labels.size, ref_file)
-        preds.append(p)
-        confs.append(c)
-    assert labels is not None
+    labels, preds, confs = _read_models(root, ids, n_classes)
     _check_sample_ids(root, ids)
 
     meta = {
@@ -105,6 +78,48 @@ def import_frugalml(folder: str | os.PathLike[str]) -> Trace:
         COST_UNIT,
         meta=meta,
     )
+
+
+def _read_models(
+    root: Path, ids: list[int], n_classes: int
+) -> tuple[NDArray[np.int64], list[NDArray[np.int64]], list[NDArray[np.float64]]]:
+    """The true labels (N,) shared by every model of ``ids``, and each model's predictions and
+    confidences (N,), in the order of ``ids``; the sample ids must match too."""
+    labels: NDArray[np.int64] | None = None
+    ref_file = ""
+    preds, confs = [], []
+    for m in ids:
+        true_path = root / f"Model{m}_TrueLabel.txt"
+        y = _read_labels(true_path, n_classes)
+        if labels is None:
+            labels, ref_file = y, true_path.name
+        else:
+            _check_same_labels(true_path, y, labels, ref_file)
+        pred_path = root / f"Model{m}_PredictedLabel.txt"
+        p = _read_labels(pred_path, n_classes)
+        _check_rows(pred_path, p.size, labels.size, ref_file)
+        conf_path = root / f"Model{m}_Confidence.txt"
+        c = _read_conf(conf_path)
+        _check_rows(conf_path, c.size, labels.size, ref_file)
+        preds.append(p)
+        confs.append(c)
+    assert labels is not None
+    _check_sample_ids(root, ids)
+    return labels, preds, confs
+
+
+def _check_same_labels(path: Path, y: NDArray[np.int64], labels: NDArray[np.int64], ref_file: str) -> None:
+    """``path``'s true labels ``y`` must equal those of ``ref_file`` row by row."""
+    if y.size != labels.size:
+        raise TraceError(str(path), f"has {y.size} rows but {ref_file} has {labels.size}")
+    diff = np.flatnonzero(y != labels)
+    if diff.size:
+        r = int(diff[0])
+        raise TraceError(
+            str(path),
+            f"true label of row {r + 1} is {y[r]} but {ref_file} says {labels[r]} "
+            f"({diff.size} rows disagree)",
+        )
 
 
 def _read_meta(path: Path) -> tuple[list[int], list[str], list[float], int]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, TypeVar, cast
 
-from ttamer.errors import FieldError
+from ttamer.errors import FieldError, check_bounds
 from ttamer.fitting.chain import FitConfig
 from ttamer.traces.trace import Trace
 
@@ -65,10 +65,13 @@ class WorkloadConfig:
             raise FieldError("reference", f"must be one of {REFERENCES}, got {self.reference!r}")
         if self.target not in TARGETS:
             raise FieldError("target", f"must be one of {TARGETS}, got {self.target!r}")
-        if self.n_splits < 1:
-            raise FieldError("n_splits", f"must be at least 1, got {self.n_splits}")
+        check_bounds(self, ("n_splits",), 1)
         if not 0.0 < self.fit_fraction < 1.0:
             raise FieldError("fit_fraction", f"must lie in (0, 1), got {self.fit_fraction}")
+
+    def tag(self) -> str:
+        """The prefix of this workload's result files (``<tag>_points.csv``, ...)."""
+        return self.name
 
     def trace_key(self, seed: int) -> dict[str, Any]:
         """The fields that make the trace, with ``seed``: plain data, the trace cache's key."""
@@ -106,7 +109,7 @@ def freeze(obj: C) -> C:
         new = tuple(freeze(v) for v in value) if isinstance(value, list) else freeze(value)
         if new is not value:
             changes[f.name] = new
-    return dataclasses.replace(obj, **changes) if changes else obj  # type: ignore[type-var]
+    return dataclasses.replace(obj, **changes) if changes else obj
 
 
 class Implementation(Protocol):
@@ -124,11 +127,13 @@ class Implementation(Protocol):
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """A registered workload: its ``name``, config class and implementation module's path."""
+    """A registered workload: its ``name``, config class and implementation module's path;
+    ``cache``: keep its traces in the trace cache (off for workloads that only read files)."""
 
     name: str
     config: type[WorkloadConfig]
     implementation: str
+    cache: bool = True
 
     def module(self) -> ModuleType:
         """The implementation module (imported now)."""
@@ -151,15 +156,16 @@ _REGISTRY: dict[str, WorkloadSpec] = {}
 W = TypeVar("W", bound=type[WorkloadConfig])
 
 
-def register_workload(name: str, implementation: str) -> Callable[[W], W]:
+def register_workload(name: str, implementation: str, cache: bool = True) -> Callable[[W], W]:
     """Class decorator: register a :class:`WorkloadConfig` subclass as workload ``name``,
-    implemented by the module ``implementation`` (a dotted path, imported lazily)."""
+    implemented by the module ``implementation`` (a dotted path, imported lazily); ``cache``:
+    see :class:`WorkloadSpec`."""
 
     def decorate(cls: W) -> W:
         known = _REGISTRY.get(name)
         if known is not None and known.config.__qualname__ != cls.__qualname__:
             raise ValueError(f"workload {name!r} registered twice ({known.config} and {cls})")
-        _REGISTRY[name] = WorkloadSpec(name, cls, implementation)
+        _REGISTRY[name] = WorkloadSpec(name, cls, implementation, cache)
         return cls
 
     return decorate

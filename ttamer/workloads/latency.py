@@ -12,14 +12,18 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import torch
 from numpy.typing import NDArray
 
-from ttamer.workloads.multi_exit import MultiExitNet
+from ttamer.errors import FieldError, check_bounds
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from ttamer.workloads.multi_exit import MultiExitNet
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,19 @@ class LatencyConfig:
     repeats: int = 30
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise FieldError("batch_sizes", f"needs at least one, each >= 1, got {self.batch_sizes}")
+        check_bounds(self, ("warmup",), 0)
+        check_bounds(self, ("repeats",), 1)
+        if self.threads is not None and self.threads < 1:
+            raise FieldError("threads", f"must be >= 1 or null, got {self.threads}")
+
 
 def environment() -> dict[str, str]:
     """Where the timings were taken: machine, processor, threads, library versions, device."""
+    import torch
+
     cuda = torch.cuda.is_available()
     return {
         "machine": platform.machine(),
@@ -50,6 +64,8 @@ def environment() -> dict[str, str]:
 
 
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -98,7 +114,6 @@ def _time_batch(
     return stage_ms, head_ms
 
 
-@torch.no_grad()
 def measure_stage_latency(model: MultiExitNet, example: torch.Tensor, cfg: LatencyConfig) -> pd.DataFrame:
     """Time every stage, and every exit head alone. ``example``: inputs (B0, ...) on the model's
     device, repeated to fill the largest batch. Repeats are interleaved across stages (each
@@ -106,6 +121,9 @@ def measure_stage_latency(model: MultiExitNet, example: torch.Tensor, cfg: Laten
     stage only. Rows: ``stage`` (1-based), ``batch_size``, ``median_ms``, ``p10_ms``, ``p90_ms``
     (the stage: segment + head), ``repeats``, ``head_median_ms``, ``head_p10_ms``,
     ``head_p90_ms`` (the exit head alone, on that stage's features); milliseconds per batch."""
+    import pandas as pd
+    import torch
+
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     model.eval()
@@ -113,7 +131,8 @@ def measure_stage_latency(model: MultiExitNet, example: torch.Tensor, cfg: Laten
     for b in cfg.batch_sizes:
         reps = -(-b // len(example))
         batch = example.repeat(reps, *([1] * (example.dim() - 1)))[:b]
-        stage_ms, head_ms = _time_batch(model, batch, cfg)
+        with torch.no_grad():
+            stage_ms, head_ms = _time_batch(model, batch, cfg)
         for i, (ts, hs) in enumerate(zip(stage_ms, head_ms, strict=True)):
             rows.append(
                 {"stage": i + 1, "batch_size": b, **_summary(ts), "repeats": cfg.repeats,

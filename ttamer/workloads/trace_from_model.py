@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from numpy.typing import ArrayLike
 
 from ttamer.model.skip_costs import shared_backbone_groups, skip_meta
 from ttamer.traces.trace import Trace
@@ -67,3 +68,10 @@ def latency_table_from_trace(trace: Trace) -> pd.DataFrame:
     """The latency table saved in a trace's ``meta`` (empty if none)."""
     raw = trace.meta.get("latency")
     return pd.DataFrame(json.loads(raw)) if raw else pd.DataFrame()
+
+
+def check_trace_labels(labels: ArrayLike, trace: Trace) -> None:
+    """A ValueError unless ``labels`` (N,) are the trace's, in order: the held-out samples a
+    workload reloads for serving must be the ones its trace was made on."""
+    if not np.array_equal(np.asarray(labels), trace.labels):
+        raise ValueError("the reloaded held-out samples are not the trace's (labels differ)")

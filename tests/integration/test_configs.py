@@ -1,6 +1,6 @@
-"""The typed Hydra configs (``ttamer/app/schema.py``, ``conf/``): every workload and every
-experiment composes and validates; misspelt keys, wrong types and unknown choices are refused
-with a message naming the field."""
+"""The typed Hydra configs (``ttamer/app/configs.py``, ``conf/``): the library's dataclasses are
+the schemas; every workload and every experiment composes and builds; misspelt keys, wrong types
+and values out of range are refused with a message naming the dotted key."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from ttamer.app import schema as cs
-from ttamer.app.main import CONF_DIR
+from ttamer.app import configs as cs
+from ttamer.app.run import CONF_DIR
 from ttamer.errors import FieldError
+from ttamer.studies.synthetic_workload import SyntheticWorkload
+from ttamer.workloads.base import workloads
 
 WORKLOADS = ["synthetic", "frugalml", "digits", "fashion_mnist", "sst2_minilm", "glue_hf", "imagenet_timm"]
 EXPERIMENTS = {
@@ -45,20 +47,46 @@ def _compose(*overrides: str, hydra: bool = False) -> DictConfig:
     return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
+def _build(cfg: DictConfig) -> cs.Run:
+    """The job as library objects, as a run builds it (``${hydra:...}`` values left out: no run)."""
+    cfg = cfg.copy()
+    cfg.logger.dir = None
+    return cs.build_run(cfg)
+
+
 def _refused(*overrides: str) -> str:
     with pytest.raises(ConfigCompositionException) as info:
         _compose(*overrides)
     return f"{info.value} {info.value.__cause__}"
 
 
+def test_every_workload_is_registered_and_has_an_option() -> None:
+    assert sorted(["synthetic", *workloads()]) == sorted(WORKLOADS)
+    options = GlobalHydra.instance().config_loader().get_group_options("workload")
+    assert sorted(options) == sorted(WORKLOADS)
+
+
 @pytest.mark.parametrize("workload", WORKLOADS)
-def test_every_workload_composes_and_validates(workload: str) -> None:
+def test_every_workload_composes_into_its_dataclass(workload: str) -> None:
     cfg = _compose(f"workload={workload}", "logger=none")
     assert cfg.workload.name == workload
-    assert OmegaConf.get_type(cfg.workload) is cs.WORKLOAD_SCHEMAS[workload]
-    assert not OmegaConf.missing_keys(cfg), "every schema field is set by the YAML"
-    cs.validate_config(cfg)
-    OmegaConf.to_container(cfg, resolve=True)
+    expected = SyntheticWorkload if workload == "synthetic" else workloads()[workload].config
+    assert OmegaConf.get_type(cfg.workload) is expected
+    assert not OmegaConf.missing_keys(cfg), "every field has a default or a value in the YAML"
+    run = _build(cfg)
+    assert type(run.workload) is expected and run.workload.name == workload
+    assert run.config.workload is run.workload
+
+
+def test_the_dataclass_defaults_are_the_configured_values() -> None:
+    """A YAML option only sets what differs (here: nothing for synthetic), so the composed job
+    equals the library's defaults, lists as tuples."""
+    run = _build(_compose("workload=synthetic", "logger=none"))
+    assert run.workload == SyntheticWorkload()
+    assert run.config.policy == cs.PolicyGroup() and run.config.sweep == cs.WeightsGroup()
+    assert run.config.structure == cs.StructureGroup() and run.config.seed == 0
+    overridden = _build(_compose("workload=synthetic", "logger=none", "workload.lower_bound.n_stages=[3,5]"))
+    assert overridden.workload.lower_bound.n_stages == (3, 5)
 
 
 GROUP_OPTIONS = [
@@ -74,9 +102,9 @@ GROUP_OPTIONS = [
 def test_every_group_option_is_typed(group: str, options: list[str]) -> None:
     for option in options:
         cfg = _compose(f"{group}={option}")
-        assert OmegaConf.get_type(cfg[group]) is cs.GROUP_SCHEMAS[group]
-        cs.validate_config(cfg)
-    assert OmegaConf.get_type(cfg) is cs.Config
+        assert OmegaConf.get_type(cfg[group]) is cs.GROUPS[group]
+        _build(cfg)
+    assert OmegaConf.get_type(cfg) is cs.RunConfig
 
 
 def test_experiment_group_lists_every_figure() -> None:
@@ -92,7 +120,7 @@ def test_every_experiment_composes(experiment: str) -> None:
     assert cfg.workload.name == EXPERIMENTS[experiment]
     assert cfg.hydra.job.name == experiment
     assert cfg.logger.name == experiment and experiment in cfg.logger.tags
-    cs.validate_config(cfg)
+    _build(cfg)
     # command-line overrides still apply on top of an experiment
     assert _compose(f"experiment={experiment}", "seed=7", "logger=none").seed == 7
 
@@ -159,6 +187,10 @@ def test_typo_inside_an_experiment_run_is_refused() -> None:
         (["workload=imagenet_timm", "workload.cost_source=timm_table"], "workload.cost_source"),
         (["workload=digits", "cost.name=price"], "cost.name"),
         (["workload=digits", "workload.name=resnet"], "workload.name"),
+        (["workload=digits", "workload.train.lr=-1"], "workload.train.lr"),
+        (["workload=synthetic", "workload.lower_bound.n_alphas=0"], "workload.lower_bound.n_alphas"),
+        (["workload=synthetic", "workload.chains_per_family=0"], "workload.chains_per_family"),
+        (["seed=-1"], "seed"),
         (["workload=digits", "workload.test_size=???"], "workload.test_size"),
         (["structure.name=dag"], "structure.name"),
         (["workload=synthetic", "structure=skip"], "structure"),
@@ -173,39 +205,20 @@ def test_typo_inside_an_experiment_run_is_refused() -> None:
         ),
     ],
 )
-def test_enumerations_are_refused(overrides: list[str], field: str) -> None:
+def test_bad_values_are_refused(overrides: list[str], field: str) -> None:
     cfg = _compose(*overrides)
     with pytest.raises(FieldError) as info:
-        cs.validate_config(cfg)
+        _build(cfg)
     assert info.value.field == field
     assert str(info.value).startswith(f"{field}:")
 
 
 def test_timm_table_cost_is_the_imagenet_switch() -> None:
     cfg = _compose("workload=imagenet_timm", "cost=timm_table")
-    cs.validate_config(cfg)
-    assert cfg.workload.cost_source == "timm_table"
+    assert _build(cfg).workload.cost_source == "timm_table"
     assert _compose("workload=imagenet_timm").workload.cost_source == "measured"
 
 
 def test_logger_config_refuses_bad_mode_with_field_error() -> None:
-    from ttamer.app.main import logger_config
-
     with pytest.raises(FieldError, match=r"^logger\.mode: must be one of offline \| online \| disabled"):
-        logger_config(_compose("logger.mode=sometimes").logger)
-
-
-def test_choices_agree_with_the_library() -> None:
-    from ttamer.app.wandb_logger import BACKENDS, MODES
-    from ttamer.studies.graph_study import STRUCTURES
-    from ttamer.traces.trace import SCORES
-
-    assert cs.SCORES == SCORES
-    assert cs.STRUCTURES == ("chain", *STRUCTURES)
-    assert cs.LOGGER_BACKENDS == BACKENDS and cs.LOGGER_MODES == MODES
-    text_exits = pytest.importorskip("ttamer.workloads.text.text_exits")
-    imagenet = pytest.importorskip("ttamer.workloads.vision.imagenet_timm")
-    assert cs.POOLINGS == text_exits.POOLINGS
-    assert set(cs.IMAGENET_MODES) == set(imagenet.MODES)
-    assert set(cs.IMAGENET_LABELS) == set(imagenet.LABEL_SPACES)
-    assert set(cs.COST_SOURCES) == set(imagenet.COST_SOURCES)
+        _build(_compose("logger.mode=sometimes"))

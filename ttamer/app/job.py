@@ -1,0 +1,60 @@
+"""One job of ``ttamer-run``: the composed config as library objects, the study it asks for,
+and its outputs (README: experiments)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ttamer.app import outputs
+from ttamer.app.configs import Run
+from ttamer.app.studies import graph_study_config, synthetic_study_config, trace_study_config
+from ttamer.app.wandb_logger import ExperimentLogger
+from ttamer.errors import FieldError
+from ttamer.studies.graph_study import run_graph_study
+from ttamer.studies.synthetic_study import run_synthetic_study
+from ttamer.studies.synthetic_workload import SyntheticWorkload
+from ttamer.studies.trace_study import run_trace_study
+from ttamer.traces.cache import cached_trace
+from ttamer.traces.trace import Trace
+from ttamer.workloads.base import WorkloadConfig, resolve_path, workload
+
+log = logging.getLogger(__name__)
+
+
+def run_job(run: Run, out: Path, tracker: ExperimentLogger) -> dict[str, float]:
+    """Run the job's study and write its results into ``out``; returns its headline metrics."""
+    if isinstance(run.workload, SyntheticWorkload):
+        config = synthetic_study_config(run)
+        return outputs.write_synthetic(run_synthetic_study(config), config, out, tracker)
+    w = run.workload
+    trace = workload_trace(w, run.config.seed, out)
+    outputs.write_latency(trace, w.name, out)
+    tag = f"{w.tag()}_agreement" if w.target == "last_stage" else w.tag()  # agreement: its own files
+    structure = run.config.structure.name
+    if structure == "chain":
+        result = run_trace_study(trace, trace_study_config(run))
+        return outputs.write_trace_study(result, trace, tag, out, tracker)
+    tag = f"{tag}_{structure}"
+    try:
+        graph = run_graph_study(trace, graph_study_config(run))
+    except FieldError as exc:  # name the config key
+        ours = exc.field in ("parents", "chain_orders", "chain_policies")
+        raise FieldError(f"structure.{exc.field}" if ours else exc.field, exc.message) from None
+    return outputs.write_graph_study(graph, trace, tag, out, tracker)
+
+
+def workload_trace(config: WorkloadConfig, seed: int, out: Path) -> Trace:
+    """The workload's trace: from the trace cache when the same trace config and seed made it
+    before (``recompute`` forces a rebuild), else produced (and cached, for workloads that run a
+    model)."""
+    spec = workload(config.name)
+    if not spec.cache:
+        return spec.produce(config, seed, out)
+    trace, reused = cached_trace(
+        spec.name, config.trace_key(seed), lambda: spec.produce(config, seed, out),
+        resolve_path(config.cache_dir), config.recompute,
+    )  # fmt: skip
+    log.info("%s trace: %d samples, %d stages (%s)", spec.name, trace.n_samples, trace.n_stages,
+             "reused from cache" if reused else "computed")  # fmt: skip
+    return trace
