@@ -5,15 +5,14 @@ the skip cost matrix, the chain policies scored on a reordered trace), and the r
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from _frugal import write_frugal_folder
+from conftest import run_app
 
 from ttamer.errors import FieldError
 from ttamer.evaluation.scoring import COLUMNS, ScoringConfig, score_policies
@@ -146,13 +145,11 @@ def _run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     folder = tmp_path / "data" / "frugalml" / "mlserviceperformance_TINY"
     if not folder.exists():
         write_frugal_folder(folder, n=400)
-    cmd = [
-        sys.executable, "-m", "ttamer.app.run", f"hydra.run.dir={tmp_path / 'run'}", "workload=frugalml",
-        "workload.dataset=TINY", f"data_root={tmp_path / 'data'}", "workload.n_splits=2",
-        "workload.fit.n_bins=4", "logger=none", "progress=false", *overrides,
-    ]  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return run_app(
+        f"hydra.run.dir={tmp_path / 'run'}", "workload=frugalml", "workload.dataset=TINY",
+        f"data_root={tmp_path / 'data'}", "workload.n_splits=2", "workload.fit.n_bins=4", "logger=none",
+        "progress=false", *overrides,
+    )  # fmt: skip
 
 
 def test_hydra_tree_run_writes_every_table_and_figure(tmp_path: Path) -> None:

@@ -4,14 +4,13 @@ reused on the second run)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_app
 
 from ttamer.errors import FieldError
 from ttamer.evaluation.scoring import COLUMNS
@@ -93,15 +92,11 @@ def test_produce_is_deterministic_given_the_seed(tmp_path: Path) -> None:
 
 
 def _run(run_dir: Path, cache_dir: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        sys.executable, "-m", "ttamer.app.run", "workload=digits", f"hydra.run.dir={run_dir}",
-        f"workload.cache_dir={cache_dir}", "logger=none", "progress=false",
-        "workload.train.epochs=4", "workload.train.batch_size=32", "workload.train.lr=0.02",
+    proc = run_app(
+        "workload=digits", f"hydra.run.dir={run_dir}", f"workload.cache_dir={cache_dir}", "logger=none",
+        "progress=false", "workload.train.epochs=4", "workload.train.batch_size=32", "workload.train.lr=0.02",
         "workload.latency.warmup=2", "workload.latency.repeats=5", "workload.n_splits=3",
-    ]  # fmt: skip
-    # one torch thread: the run stays fast on a busy machine (results do not depend on it here)
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import run_app
 
 from ttamer.errors import FieldError
 from ttamer.model.skip_costs import skip_structure
@@ -256,15 +254,14 @@ def test_produce_is_deterministic_given_the_seed(tmp_path: Path) -> None:
 def test_hydra_run_end_to_end(tmp_path: Path) -> None:
     data_dir = REAL if HAVE_REAL else write_fashion_folder(tmp_path / "fm", 600, 300)
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    cmd = [
-        sys.executable, "-m", "ttamer.app.run", "workload=fashion_mnist", f"hydra.run.dir={run_dir}",
+    args = [
+        "workload=fashion_mnist", f"hydra.run.dir={run_dir}",
         f"workload.cache_dir={cache}", "logger=none", "progress=false", f"workload.data_dir={data_dir}",
         "workload.train_subsample=600", "workload.test_subsample=300", "workload.train.epochs=1",
         "workload.model.kwargs.channels=[8,8,16,16]", "workload.model.kwargs.stem_width=4",
         "workload.latency.repeats=3", "workload.latency.warmup=1", "workload.n_splits=2",
     ]  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = run_app(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     (trace_file,) = cache.glob("fashion_mnist-*.npz")

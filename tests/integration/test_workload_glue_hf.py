@@ -4,9 +4,6 @@ random-weight BERT, DistilBERT and GPT-2 models with tokenizers built here (noth
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import app_env, run_app
 
 transformers = pytest.importorskip("transformers")
 
@@ -207,16 +205,15 @@ def test_glue_hf_end_to_end_tiny_bert_pair_task(tmp_path: Path) -> None:
     folder = tiny_model("bert", tmp_path / "tiny-bert")
     train, dev = write_pair_tsvs(tmp_path / "data")
     run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "ttamer.app.run", "workload=glue_hf", f"hydra.run.dir={run_dir}",
+    args = [
+        "workload=glue_hf", f"hydra.run.dir={run_dir}",
         f"workload.cache_dir={tmp_path / 'cache'}", "logger=none", "progress=false",
         "workload.task=mrpc", f"workload.model={folder}", f"workload.train_path={train}",
         f"workload.eval_path={dev}", "workload.train.epochs=5", "workload.latency.repeats=2",
         "workload.latency.warmup=1", "workload.latency.batch_sizes=[1,4]", "workload.n_splits=2",
         "workload.fit.n_bins=3", "workload.threads=1",
     ]  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = run_app(*args, env=app_env(HF_HUB_OFFLINE="1"), cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     points = pd.read_csv(run_dir / "glue_hf_points.csv")
     assert set(points["policy"]) >= {"recall", "max_softmax", "patience", "static"}

@@ -5,9 +5,7 @@ the Hydra app, the measured cost source in process, and the clear errors."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import run_app
 from PIL import Image
 
 from ttamer.errors import FieldError
@@ -84,17 +83,15 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def run_app(tmp_path: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        sys.executable, "-m", "ttamer.app.run", "workload=imagenet_timm", f"data_root={data_root}",
+def run_imagenet(tmp_path: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    return run_app(
+        "workload=imagenet_timm", f"data_root={data_root}",
         "workload.pretrained=false", "workload.num_workers=0", "workload.batch_size=8",
         "workload.latency.batch_sizes=[1,4]", "workload.latency.warmup=1", "workload.latency.repeats=2",
         "workload.n_splits=2", "workload.fit.n_bins=3", "policy.trace=[recall,max_softmax,static]",
         "logger=none", "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
         f"workload.cache_dir={tmp_path / 'cache'}", *overrides,
-    ]  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    )  # fmt: skip
 
 
 def cached(tmp_path: Path) -> Trace:
@@ -121,7 +118,7 @@ def check_results(run_dir: Path, trace: Trace) -> None:
 
 @pytest.mark.slow
 def test_cascade_end_to_end_with_timm_table_costs(tmp_path: Path, data_root: Path) -> None:
-    proc = run_app(
+    proc = run_imagenet(
         tmp_path, data_root, "workload.mode=cascade", "workload.models=[test_vit,resnet10t]",
         "cost=timm_table",  # the cost group sets workload.cost_source
     )  # fmt: skip
@@ -148,7 +145,7 @@ def test_cascade_end_to_end_with_timm_table_costs(tmp_path: Path, data_root: Pat
 
 @pytest.mark.slow
 def test_exits_end_to_end_trains_heads(tmp_path: Path, data_root: Path) -> None:
-    proc = run_app(
+    proc = run_imagenet(
         tmp_path, data_root, "workload.mode=exits", "workload.model=test_convnext",
         "workload.final_head=linear", "workload.train.epochs=12", "workload.train.lr=0.05",
         "workload.reference=last_stage",

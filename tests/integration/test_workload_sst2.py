@@ -7,13 +7,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import app_env, run_app
 
 from ttamer.errors import FieldError
 from ttamer.model.skip_costs import skip_structure
@@ -131,16 +130,15 @@ def test_produce_with_model_and_held_out_requests_serve_the_trace(tmp_path: Path
 @pytest.mark.slow
 def test_sst2_minilm_end_to_end_small(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "ttamer.app.run", "workload=sst2_minilm", f"hydra.run.dir={run_dir}",
+    args = [
+        "workload=sst2_minilm", f"hydra.run.dir={run_dir}",
         f"workload.cache_dir={tmp_path / 'cache'}", "logger=none", "progress=false",
         f"workload.data_dir={os.path.relpath(SST2, REPO)}",  # relative: taken from the launch folder
         "workload.train_size=160", "workload.test_size=80", "workload.latency.batch_sizes=[1,4]",
         "workload.latency.repeats=2", "workload.latency.warmup=1", "workload.n_splits=2",
         "workload.fit.n_bins=3",
     ]  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = run_app(*args, env=app_env(HF_HUB_OFFLINE="1"), cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     points = pd.read_csv(run_dir / "sst2_minilm_points.csv")
