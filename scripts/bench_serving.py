@@ -37,11 +37,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +51,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ttamer.evaluation.results import write_table
 from ttamer.fileio import atomic_write_bytes
 from ttamer.fitting.posterior import PosteriorConfig, fit_posterior
 from ttamer.policies import MaxSoftmaxPolicy, PatiencePolicy, ScoringContext, score_decisions
@@ -75,6 +74,7 @@ from ttamer.serving.decide import DecisionRule
 from ttamer.serving.runtime import StagedModel, concat, one_row_probabilities, to_device
 from ttamer.traces.trace import Trace
 from ttamer.workloads.base import WorkloadConfig, resolve_path, workload, workloads
+from ttamer.workloads.latency import environment
 from ttamer.workloads.trained import cached_model
 
 log = logging.getLogger("bench_serving")
@@ -261,24 +261,16 @@ def latency_row(ms: np.ndarray) -> dict[str, float]:
             "mean_ms": float(ms.mean())}  # fmt: skip
 
 
-def environment(threads: int, device: str = "cpu") -> dict[str, str]:
+def serving_environment(threads: int, device: str = "cpu") -> dict[str, str]:
+    """The timing environment (:func:`ttamer.workloads.latency.environment`) with the threads
+    and device this benchmark used, and the machine's load when it started."""
     return {
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "node_cpus": str(os.cpu_count()),
-        "torch": torch.__version__,
+        **environment(),
         "torch_threads": str(threads),
         "device": device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
-        "python": platform.python_version(),
         "load_average_1m_at_start": f"{os.getloadavg()[0]:.2f}",
         "note": "shared machine: other jobs ran on the same cores; timings are noisy",
     }
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    buf = io.StringIO()
-    frame.to_csv(buf, index=False)
-    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -503,7 +495,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recall_rule = next(c.rule for c in su.choices if c.name == "recall")
     by_batch = overhead_by_batch_size(su.model, su.requests, su.n, recall_rule)
     hot = hot_decision_s(su.model, su.model.take(su.requests, np.asarray([0])), recall_rule)
-    env = environment(args.threads, args.device)
+    env = serving_environment(args.threads, args.device)
     summary = {
         **summarise(su, single_df, stage_median, by_batch, hot),
         **{f"env_{k}": v for k, v in env.items()},
@@ -515,7 +507,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tables = {"batch1": single_df, "batched": batch_df, "overhead": by_batch, "load": load_df}
     for name, frame in tables.items():
         extra = {"workload": args.workload} if name == "overhead" else {}
-        write_csv(frame.assign(**extra, **env), out / f"serving-{name}-{tag}.csv")
+        write_table(frame.assign(**extra, **env), out / f"serving-{name}-{tag}.csv")
     atomic_write_bytes(out / f"serving-summary-{tag}.json", (json.dumps(summary, indent=2) + "\n").encode())
     print_tables(tables)
     headline = {k: v for k, v in summary.items() if not k.startswith("env_")}
