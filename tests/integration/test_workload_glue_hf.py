@@ -115,7 +115,7 @@ def test_exits_ignore_padding(kind: str, tmp_path: Path) -> None:
     model, tok = load(tiny_model(kind, tmp_path / kind))
     net = build_text_exits(model, 3)
     for head in net.heads:  # non-trivial standardisation and weights
-        torch.nn.init.normal_(head.linear.weight)  # type: ignore[union-attr]
+        torch.nn.init.normal_(head.linear.weight)  # type: ignore[union-attr, arg-type]
     x = tokenize(tok, SENTENCES, max_length=32)
     batched = net(x)
     for r in range(len(SENTENCES)):

@@ -170,10 +170,10 @@ def test_exits_end_to_end_trains_heads(tmp_path: Path, data_root: Path) -> None:
     check_results(tmp_path / "run", trace)
 
 
-def test_cascade_measured_costs(data_root: Path, one_thread: None) -> None:
+def test_cascade_measured_costs(tmp_path: Path, data_root: Path, one_thread: None) -> None:
     cfg = ImageNetTimmConfig(
         **FAST, data_dir=str(data_root / "imagenet"), mode="cascade", models=("test_vit", "test_byobnet"),
-        cost_source="measured", store_probs=False, val_per_class=5,
+        cost_source="measured", store_probs=False, val_per_class=5, cache_dir=str(tmp_path),
     )  # fmt: skip
     trace = imagenet_trace(cfg, 0)
     assert trace.probs is None and trace.n_samples == 15
@@ -207,7 +207,7 @@ def test_folder_labels(tmp_path: Path, data_root: Path) -> None:
     np.testing.assert_array_equal(split.labels, [0, 1])
     with pytest.raises(FieldError, match=r"^labels: imagenet labels need ImageNet-1k wnid folders"):
         read_split(tmp_path, "val", None, None, "imagenet", seed=0)
-    cfg = ImageNetTimmConfig(**FAST, data_dir=str(tmp_path), models=("test_vit",))
+    cfg = ImageNetTimmConfig(**FAST, data_dir=str(tmp_path), models=("test_vit",), cache_dir=str(tmp_path))
     with pytest.raises(FieldError, match=r"^models: test_vit predicts 1000 classes.*need 2"):
         imagenet_trace(cfg, 0)
 
@@ -235,7 +235,7 @@ def test_config_errors_name_the_field() -> None:
 def test_clear_errors(tmp_path: Path, data_root: Path) -> None:
     """Errors found while the trace is made name the config field as typed on the command line
     (``workload.<field>``)."""
-    base = ImageNetTimmConfig(**FAST, data_dir=str(data_root / "imagenet"))
+    base = ImageNetTimmConfig(**FAST, data_dir=str(data_root / "imagenet"), cache_dir=str(tmp_path / "cache"))
 
     def run(**changes: Any) -> Trace:
         return produce(replace(base, **changes), 0, tmp_path)

@@ -138,3 +138,18 @@ def test_model_trace_is_a_valid_trace_costed_by_the_first_batch_size(first_batch
     saved = latency_table_from_trace(trace)
     np.testing.assert_allclose(saved["median_ms"].to_numpy(), table["median_ms"].to_numpy())
     assert list(saved["batch_size"]) == list(table["batch_size"])
+
+
+def test_environment_labels_the_device_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine with a GPU, a CPU run is labelled cpu (not the GPU); a CUDA device by its
+    name. Here CUDA is faked: nothing runs on it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"FakeGPU {device}")
+    assert environment()["device"] == "cpu"
+    assert environment("cpu")["device"] == environment(torch.device("cpu"))["device"] == "cpu"
+    assert environment("cuda:1")["device"] == "FakeGPU cuda:1"
+    net = tiny_net(slow_stage=2)
+    x = torch.randn(6, 6, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 3, (6,), generator=torch.Generator().manual_seed(2))
+    trace, _ = model_trace(net, x, y, LatencyConfig(batch_sizes=(1,), warmup=0, repeats=1))
+    assert trace.meta["env_device"] == "cpu" and trace.cost_unit.endswith(", cpu)")

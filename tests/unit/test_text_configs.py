@@ -8,13 +8,14 @@ import dataclasses
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
 from ttamer.errors import FieldError
 from ttamer.traces.cache import config_key
 from ttamer.workloads.latency import LatencyConfig
-from ttamer.workloads.text.exits.config import TextTrainConfig
+from ttamer.workloads.text.exits.config import FinetuneConfig, TextTrainConfig
 from ttamer.workloads.text.glue_hf.config import GLUE_TASKS, GlueHfConfig, GlueTask
 from ttamer.workloads.text.sst2_minilm.config import Sst2MinilmConfig
 
@@ -42,6 +43,12 @@ GLUE_YAML = {
     "hub_dataset": "nyu-mll/glue", "eval_split": None, "train_size": 4000, "eval_size": None, "threads": None,
     **TEXT, **STUDY,
 }  # fmt: skip
+# fields added since: in the config (their defaults) but not in the trace key of the default
+# configs (recipe heads: the fine-tuning fields do not act; single-text task: no pair separator)
+FINETUNE = {"epochs": 3, "batch_size": 32, "backbone_lr": 2e-5, "head_lr": 1e-3, "weight_decay": 0.01,
+            "warmup_fraction": 0.1, "max_grad_norm": 1.0, "precision": "auto"}  # fmt: skip
+ADDED_TRAIN = {"recipe": "heads", "finetune": FINETUNE}
+ADDED_GLUE = {"device": "auto", "pair_separator": "{eos} "}
 STUDY_KEYS = ("cache_dir", "recompute", "n_splits", "fit_fraction", "reference", "deltas", "target", "fit")
 
 
@@ -50,21 +57,48 @@ def as_json(config: object) -> str:
     return json.dumps(dataclasses.asdict(config), sort_keys=True)  # type: ignore[call-overload]
 
 
-@pytest.mark.parametrize("cls, yaml", [(Sst2MinilmConfig, SST2_YAML), (GlueHfConfig, GLUE_YAML)])
-def test_defaults_are_the_former_yaml_values(cls: type, yaml: dict[str, object]) -> None:
-    assert as_json(cls()) == json.dumps(yaml, sort_keys=True)
+@pytest.mark.parametrize(
+    "cls, yaml, added", [(Sst2MinilmConfig, SST2_YAML, {}), (GlueHfConfig, GLUE_YAML, ADDED_GLUE)]
+)
+def test_defaults_are_the_former_yaml_values(cls: type, yaml: dict[str, Any], added: dict[str, Any]) -> None:
+    """The former values, plus the fields added since (glue_hf's device became ``auto``)."""
+    expected = {**yaml, "train": {**yaml["train"], **ADDED_TRAIN}, **added}
+    assert as_json(cls()) == json.dumps(expected, sort_keys=True)
     assert type(cls().train.max_seconds) is int and type(cls().train.lr) is float
 
 
-def test_trace_keys_are_the_ones_earlier_runs_used() -> None:
+def test_trace_keys_are_the_ones_earlier_runs_used(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pinned: the keys the Hydra app gave the default configs (seed 0) before the dataclasses
-    held the values, i.e. the cached traces of earlier runs are still found."""
+    held the values, i.e. the cached traces of earlier runs are still found (glue_hf's device
+    ``auto`` resolves to ``cpu`` on a machine without CUDA, as here)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert config_key(Sst2MinilmConfig().trace_key(0)) == "0f66f36917adb8af"
     assert config_key(GlueHfConfig().trace_key(0)) == "cc8e121c2f4dc8b9"
     for cls, yaml in ((Sst2MinilmConfig, SST2_YAML), (GlueHfConfig, GLUE_YAML)):
         for seed in (0, 3):
             former = {k: v for k, v in yaml.items() if k not in STUDY_KEYS} | {"seed": seed}
             assert config_key(cls().trace_key(seed)) == config_key(former)
+
+
+def test_trace_key_holds_the_resolved_device_and_the_acting_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    key = GlueHfConfig().trace_key(0)
+    assert key["device"] == "cuda" and key == GlueHfConfig(device="cuda").trace_key(0)
+    assert config_key(key) != "cc8e121c2f4dc8b9"  # a trace timed on a GPU is another trace
+    assert "recipe" not in key["train"] and "pair_separator" not in key
+    tuned = GlueHfConfig(device="cpu", train=TextTrainConfig(recipe="finetune")).trace_key(0)
+    assert tuned["train"]["recipe"] == "finetune" and tuned["train"]["finetune"] == FINETUNE
+    pair = GlueHfConfig(task="mnli", device="cpu")
+    assert pair.trace_key(0)["pair_separator"] == "{eos} "
+    spaced = dataclasses.replace(pair, pair_separator=" {eos} ")
+    assert config_key(spaced.trace_key(0)) != config_key(pair.trace_key(0))
+    # a heads config never holds the fine-tuning fields, whatever their values
+    other = TextTrainConfig(finetune=FinetuneConfig(epochs=9, precision="bf16"))
+    assert Sst2MinilmConfig(train=other).trace_key(0) == Sst2MinilmConfig().trace_key(0)
 
 
 def test_study_fields_do_not_change_the_key_and_trace_fields_do() -> None:
@@ -95,6 +129,14 @@ def test_study_fields_do_not_change_the_key_and_trace_fields_do() -> None:
         (lambda: GlueHfConfig(num_labels=1), "num_labels"),
         (lambda: GlueHfConfig(eval_size=0), "eval_size"),
         (lambda: TextTrainConfig(lr=0.0), "lr"),
+        (lambda: TextTrainConfig(recipe="lora"), "recipe"),
+        (lambda: FinetuneConfig(backbone_lr=0.0), "backbone_lr"),
+        (lambda: FinetuneConfig(head_lr=-1.0), "head_lr"),
+        (lambda: FinetuneConfig(warmup_fraction=1.0), "warmup_fraction"),
+        (lambda: FinetuneConfig(max_grad_norm=0.0), "max_grad_norm"),
+        (lambda: FinetuneConfig(precision="fp8"), "precision"),
+        (lambda: FinetuneConfig(epochs=-1), "epochs"),
+        (lambda: GlueHfConfig(device="tpu"), "device"),
         (lambda: TextTrainConfig(batch_size=0), "batch_size"),
         (lambda: TextTrainConfig(epochs=-1), "epochs"),
         (lambda: TextTrainConfig(max_seconds=-5), "max_seconds"),
@@ -109,8 +151,12 @@ def test_bad_values_name_their_field(build: object, field: str) -> None:
 
 
 def test_glue_task_spec_takes_the_task_and_the_overrides() -> None:
-    mnli = GlueTask(("premise", "hypothesis"), 3, "validation_matched")
+    mnli = GlueTask(("premise", "hypothesis"), 3, "validation_matched", "mnli", ("sentence1", "sentence2"),
+                    "gold_label", ("entailment", "neutral", "contradiction"))  # fmt: skip
     assert GlueHfConfig(task="MNLI").task_spec() == mnli
+    mismatched = dataclasses.replace(mnli, eval_split="validation_mismatched")
+    assert GlueHfConfig(task="mnli_mm").task_spec() == mismatched
+    assert GlueHfConfig(task="mnli", eval_split="validation_mismatched").task_spec() == mismatched
     assert GlueHfConfig(task="mrpc").task_spec() == GLUE_TASKS["mrpc"]
     custom = GlueHfConfig(task="custom", text_fields=("text",), num_labels=4, eval_split="dev")
     assert custom.task_spec() == GlueTask(("text",), 4, "dev")

@@ -24,23 +24,25 @@ def _reference_extractor(
 
 
 @pytest.mark.parametrize(
-    ("name", "out_indices"),
+    ("name", "out_indices", "stages_used"),
     [
-        ("test_resnet", None),
-        ("test_resnet", (1, 2, 3, 4)),
-        ("test_convnext", None),
-        ("test_byobnet", (0, 2, 4)),
+        ("test_resnet", None, (1, 2, 3, 4)),  # null: every stage after the stem (act1)
+        ("test_resnet", (1, 2, 3, 4), (1, 2, 3, 4)),
+        ("test_convnext", None, (0, 1, 2, 3)),  # no stem in its feature_info
+        ("test_byobnet", (0, 2, 4), (0, 2, 4)),
     ],
 )
-def test_chained_stages_equal_timm_features(name: str, out_indices: tuple[int, ...] | None) -> None:
+def test_chained_stages_equal_timm_features(
+    name: str, out_indices: tuple[int, ...] | None, stages_used: tuple[int, ...]
+) -> None:
     torch.manual_seed(0)
     net, stages = timm_multi_exit(name, num_classes=7, in_chans=1, out_indices=out_indices)
     info: Any = timm.create_model(name, pretrained=False).feature_info
-    expected = len(info) if out_indices is None else len(out_indices)
-    assert net.n_stages == len(stages) == expected >= 3
+    assert [s.module for s in stages] == [info[i]["module"] for i in stages_used]
+    assert net.n_stages == len(stages) == len(stages_used) >= 3
     assert all(isinstance(h, PooledLinearHead) for h in net.heads)
 
-    ref = _reference_extractor(net, name, 1, out_indices)
+    ref = _reference_extractor(net, name, 1, stages_used)
     net.eval()
     x = torch.randn(3, 1, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -88,8 +90,8 @@ def test_model_head_needs_the_last_stage() -> None:
 
 
 def test_models_that_are_not_module_sequences_fail_clearly() -> None:
-    with pytest.raises(ValueError, match="test_vit: timm extracts its features with FeatureGetterNet"):
-        timm_multi_exit("test_vit", num_classes=5)
+    with pytest.raises(ValueError, match="test_vit_relpos: timm extracts its features with FeatureGetterNet"):
+        timm_multi_exit("test_vit_relpos", num_classes=5)
 
 
 @pytest.mark.parametrize("bad", [(), (2, 1), (1, 1), (0, 9)])

@@ -52,12 +52,15 @@ YAML: dict[str, dict[str, Any]] = {
     "imagenet_timm": {
         **STUDY, "name": "imagenet_timm", "mode": "cascade",
         "models": ["resnet18.a1_in1k", "resnet50.a1_in1k"], "model": "resnet50.a1_in1k", "pretrained": True,
-        "data_dir": "../shared/data/imagenet",
+        "data_dir": "../shared/data/imagenet", "val_labels": None, "val_label_map": None,
+        "precision": "fp32", "compile": False, "cudnn_benchmark": False, "persistent_workers": True,
+        "token_pool": "auto",
         "labels": "auto", "train_per_class": 20, "val_per_class": 10, "batch_size": 64, "num_workers": 4,
         "use_test_size": False, "device": "auto", "amp": False, "channels_last": False, "store_probs": True,
         "cost_source": "measured", "tables_dir": "../shared/data/timm-results", "accuracy_file": None,
         "benchmark_file": None, "out_indices": None, "final_head": "model",
-        "train": {"epochs": 5, "lr": 0.001, "weight_decay": 0.0001, "head_dropout": 0.0, "max_seconds": None},
+        "train": {"epochs": 5, "lr": 0.001, "weight_decay": 0.0001, "head_dropout": 0.0, "max_seconds": None,
+                  "shuffle": True},
         "latency": {"batch_sizes": [1, 64], "warmup": 5, "repeats": 30, "threads": None},
         "cache_dir": ".cache/ttamer/traces/trace", "n_splits": 10, "reference": "best_stage",
         "fit": {**FIT, "n_bins": 10},
@@ -164,10 +167,9 @@ def test_discovery_imports_no_torch() -> None:
 
 
 def test_implementations_provide_their_functions() -> None:
-    for name in ("digits", "fashion_mnist"):
+    for name in ("digits", "fashion_mnist", "imagenet_timm"):
         spec = workload(name)
         for fn in ("produce", "produce_with_model", "untrained_model", "held_out_requests"):
             assert callable(spec.function(fn))
-    assert callable(workload("imagenet_timm").function("produce"))
     with pytest.raises(FieldError, match="has no produce_with_model"):
-        workload("imagenet_timm").function("produce_with_model")
+        workload("frugalml").function("produce_with_model")

@@ -15,7 +15,9 @@ Every job folder receives, atomically:
 
 :class:`MultirunSummary` is a Hydra callback (registered under ``hydra.callbacks`` in
 ``conf/config.yaml``): at the end of a multirun it prints a table of the jobs (status, error) and
-writes ``multirun_summary.csv`` in the sweep folder; it exits non-zero when a job failed.
+writes ``multirun_summary.csv`` in the sweep folder, logs the W&B summary run of the sweep when
+the jobs log to W&B and some job ran (:mod:`ttamer.app.sweep_summary`); it exits non-zero when a
+job failed.
 No Hydra in the rest of this module except the callback.
 """
 
@@ -454,6 +456,10 @@ class MultirunSummary(_Callback):
         if skipped:
             note = f"skipped {skipped} of {len(rows)} jobs: already done (force=true reruns them)"
             print(note, flush=True)
+        if skipped < len(rows):  # some job ran: the W&B summary run (if the jobs log to W&B)
+            from ttamer.app.sweep_summary import log_sweep_summary
+
+            log_sweep_summary(config, sweep_dir, rows)
         if failed:
             print(f"{len(failed)} of {len(rows)} jobs did not finish (see their provenance.json)",
                   file=sys.stderr, flush=True)  # fmt: skip

@@ -11,6 +11,10 @@ Online logging: ``ttamer-run logger.mode=online`` (or ``WANDB_MODE=online``), af
 choose where runs go. In the Hydra harness every job is one run whose files live in the job
 folder (``<job>/wandb/``); the jobs of a multirun share the W&B ``group`` named after the sweep
 folder, and each is named after its job folder (see :func:`ttamer.app.run.job_logger_config`).
+
+The app's resolved config is logged under ``resolved``, beside the top-level keys the W&B runs
+table pivots on (:func:`wandb_config`): ``workload``, ``policy_set``, ``seed``, ``structure`` and
+``launcher`` (README: W&B).
 """
 
 from __future__ import annotations
@@ -63,14 +67,56 @@ class LoggerConfig:
         return env or self.mode
 
 
+PIVOT_KEYS = {
+    "workload": "workload.name",
+    "policy_set": "policy.name",
+    "seed": "seed",
+    "structure": "structure.name",
+}
+"""Top-level W&B config key -> dotted key of the app's resolved config."""
+
+
+def _select(config: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def hydra_launcher() -> str | None:
+    """The launcher of the running Hydra job (``BasicLauncher``, ``JoblibLauncher``, ...), as
+    ``provenance.json`` records it; ``None`` outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        target = HydraConfig.get().launcher.get("_target_", "")
+    except Exception:  # not in a Hydra job
+        return None
+    return str(target).rsplit(".", 1)[-1] or None
+
+
+def wandb_config(resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """The W&B config of a run: for the app's resolved config (it has ``workload.name``), the
+    :data:`PIVOT_KEYS` and ``launcher`` at the top level and the whole config under
+    ``resolved``; any other mapping as it is."""
+    if _select(resolved, "workload.name") is None:
+        return dict(resolved)
+    keys = {key: _select(resolved, dotted) for key, dotted in PIVOT_KEYS.items()}
+    keys["launcher"] = hydra_launcher()
+    return {**{k: v for k, v in keys.items() if v is not None}, "resolved": dict(resolved)}
+
+
 class ExperimentLogger:
     """Log a config, scalar metrics, tables and images to one W&B run, or nowhere.
 
     Use as a context manager, or call :meth:`start` and :meth:`finish`. Every method is a
     no-op when the effective mode is ``disabled`` (or the backend is ``none``)."""
 
-    def __init__(self, config: LoggerConfig | None = None):
+    def __init__(self, config: LoggerConfig | None = None, job_type: str | None = None):
         self.config = config or LoggerConfig(backend="none")
+        self.job_type = job_type
         self._run: Any = None
         self._wandb: Any = None
 
@@ -89,7 +135,8 @@ class ExperimentLogger:
         return Path(self._run.dir).parent if self._run is not None else None
 
     def start(self, run_config: Mapping[str, Any] | None = None) -> ExperimentLogger:
-        """Open the run and record ``run_config`` (a plain nested dict) as its config."""
+        """Open the run and record ``run_config`` (a plain nested dict) as its config, the app's
+        resolved config with its pivot keys (:func:`wandb_config`)."""
         mode = self.config.effective_mode()
         if mode == "disabled" or self._run is not None:
             return self
@@ -105,8 +152,9 @@ class ExperimentLogger:
             name=cfg.name,
             dir=cfg.dir,
             tags=list(cfg.tags),
+            job_type=self.job_type,
             mode=mode,  # type: ignore[arg-type]  # validated against MODES
-            config=dict(run_config or {}),
+            config=wandb_config(run_config or {}),
             reinit="finish_previous",
         )
         return self
@@ -139,6 +187,31 @@ class ExperimentLogger:
         artifact = self._wandb.Artifact(name, type=kind, metadata=dict(metadata))
         artifact.add_dir(str(folder))
         self._run.log_artifact(artifact)
+
+    def log_reference(
+        self, name: str, kind: str, path: str | os.PathLike[str], metadata: Mapping[str, Any]
+    ) -> None:
+        """The file or folder ``path`` as artifact ``name`` of type ``kind``, by reference
+        (``file://`` URI and checksums; nothing is copied into the run)."""
+        if self._run is None:
+            return
+        artifact = self._wandb.Artifact(name, type=kind, metadata=dict(metadata))
+        artifact.add_reference(Path(path).resolve().as_uri())
+        self._run.log_artifact(artifact)
+
+    def log_line(self, key: str, table: pd.DataFrame, x: str, y: str, stroke: str, title: str) -> None:
+        """An interactive line chart (W&B's ``wandb/line/v0``): one line per value of ``stroke``."""
+        if self._run is None:
+            return
+        data = self._wandb.Table(dataframe=table[[x, y, stroke]].reset_index(drop=True))
+        self._run.log({key: self._wandb.plot.line(data, x, y, stroke=stroke, title=title)})
+
+    def log_scatter(self, key: str, table: pd.DataFrame, x: str, y: str, title: str) -> None:
+        """An interactive scatter chart (W&B's ``wandb/scatter/v0``) of ``table``'s columns."""
+        if self._run is None:
+            return
+        data = self._wandb.Table(dataframe=table.reset_index(drop=True))
+        self._run.log({key: self._wandb.plot.scatter(data, x, y, title=title)})
 
     def finish(self) -> None:
         if self._run is not None:

@@ -46,11 +46,15 @@ class LatencyConfig:
             raise FieldError("threads", f"must be >= 1 or null, got {self.threads}")
 
 
-def environment() -> dict[str, str]:
-    """Where the timings were taken: machine, processor, threads, library versions, device."""
+def environment(device: torch.device | str | None = None) -> dict[str, str]:
+    """Where the timings were taken: machine, processor, threads, library versions and the
+    ``device`` the timed model ran on (None: the CPU). A CUDA device is named by its GPU
+    (``torch.cuda.get_device_name``), any other by its type (``cpu``, ``mps``); a GPU in the
+    machine does not label a run that did not use it."""
     import torch
 
-    cuda = torch.cuda.is_available()
+    dev = torch.device("cpu" if device is None else device)
+    label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
     return {
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
@@ -59,7 +63,7 @@ def environment() -> dict[str, str]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "device": label,
     }
 
 
@@ -79,6 +83,25 @@ def _stage_io(model: MultiExitNet, x: Any) -> tuple[list[Any], list[Any]]:
         h, _ = model.stage(i, h)
         features.append(h)
     return inputs, features
+
+
+def _batch_of(example: Any, b: int) -> Any:
+    """``example`` (B0, ...) repeated along the batch and cut to ``b`` rows."""
+    reps = -(-b // len(example))
+    return example.repeat(reps, *([1] * (example.dim() - 1)))[:b]
+
+
+def warm_up(model: MultiExitNet, example: torch.Tensor, batch_sizes: tuple[int, ...]) -> None:
+    """Run every stage (segment and head) once at each of ``batch_sizes``, untimed and
+    synchronised: compiled graphs are built and autotuned kernels chosen for exactly the shapes
+    :func:`measure_stage_latency` then times."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        for b in batch_sizes:
+            _stage_io(model, _batch_of(example, b))
+    _sync(example.device)
 
 
 def _timed_ms(device: torch.device, fn: Callable[..., Any], *args: Any) -> float:
@@ -129,8 +152,7 @@ def measure_stage_latency(model: MultiExitNet, example: torch.Tensor, cfg: Laten
     model.eval()
     rows = []
     for b in cfg.batch_sizes:
-        reps = -(-b // len(example))
-        batch = example.repeat(reps, *([1] * (example.dim() - 1)))[:b]
+        batch = _batch_of(example, b)
         with torch.no_grad():
             stage_ms, head_ms = _time_batch(model, batch, cfg)
         for i, (ts, hs) in enumerate(zip(stage_ms, head_ms, strict=True)):

@@ -45,6 +45,26 @@ class MultiExitNet(nn.Module):
         return out
 
 
+def keep_trained_state_only(net: MultiExitNet, trained: Sequence[str]) -> MultiExitNet:
+    """Make ``net`` (a top-level module) save and load only its trained parts: ``state_dict()``
+    keeps the entries under the module paths ``trained`` (e.g. ``heads.0.fc``), and
+    ``load_state_dict`` accepts such a dict (the other entries, a frozen backbone that comes from
+    its own weights, are not missing; a missing trained entry still fails a strict load)."""
+    prefixes = tuple(f"{t}." for t in trained)
+
+    def keep(module: nn.Module, state: dict[str, object], prefix: str, local_metadata: object) -> None:
+        for key in [k for k in state if k.startswith(prefix) and not k[len(prefix) :].startswith(prefixes)]:
+            del state[key]
+
+    def accept(module: nn.Module, incompatible: object) -> None:
+        missing: list[str] = incompatible.missing_keys  # type: ignore[attr-defined]
+        missing[:] = [k for k in missing if k.startswith(prefixes)]
+
+    net.register_state_dict_post_hook(keep)
+    net.register_load_state_dict_post_hook(accept)
+    return net
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Joint training of all exits: the mean of the exits' cross-entropies.

@@ -42,7 +42,7 @@ def model_trace(
     table = measure_stage_latency(model, x[: min(len(x), 64)], latency)
     b0 = latency.batch_sizes[0]
     per_request = table[table["batch_size"] == b0].sort_values("stage")["median_ms"].to_numpy() / b0
-    env = environment()
+    env = environment(x.device)  # the device the model ran on
     info = {
         **(meta or {}),
         **{f"env_{k}": v for k, v in env.items()},

@@ -8,7 +8,7 @@ stage by stage, and the heads are trained on them (:func:`fit_heads`); with
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -106,16 +106,22 @@ def exit_features(model: MultiExitNet, x: TokenBatch, batch_size: int = 64) -> l
 
 
 def fit_heads(
-    model: MultiExitNet, feats: Sequence[torch.Tensor], y: torch.Tensor, cfg: TrainConfig
+    model: MultiExitNet,
+    feats: Sequence[torch.Tensor],
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    only: Iterable[int] | None = None,
 ) -> list[float]:
-    """Train every exit head's linear layer on cached pooled features ``feats`` (one (N, D) per
-    exit) and labels ``y`` (N,): the mean of the exits' cross-entropies, AdamW, mini-batches.
-    Sets the heads' standardisation from ``feats`` first. Returns the mean loss per epoch."""
-    heads = [cast(ExitHead, h) for h in model.heads]
-    if len(feats) != len(heads):
-        raise ValueError(f"need features for {len(heads)} exits, got {len(feats)}")
+    """Train every exit head's linear layer (``only``: the heads of those exits) on cached pooled
+    features ``feats`` (one (N, D) per exit) and labels ``y`` (N,): the mean of the exits'
+    cross-entropies, AdamW, mini-batches. Sets the heads' standardisation from ``feats`` first.
+    Returns the mean loss per epoch."""
+    if len(feats) != model.n_stages:
+        raise ValueError(f"need features for {model.n_stages} exits, got {len(feats)}")
+    chosen = list(range(model.n_stages) if only is None else only)
+    heads = [cast(ExitHead, model.heads[i]) for i in chosen]
     device = heads[0].linear.weight.device
-    feats = [f.to(device) for f in feats]
+    feats = [feats[i].to(device) for i in chosen]
     y = y.to(device)
     for head, f in zip(heads, feats, strict=True):
         head.set_standardisation(f)

@@ -89,15 +89,36 @@ def concat_token_batches(parts: Sequence[TokenBatch]) -> TokenBatch:
     return TokenBatch(cat([b.input_ids for b in parts]), cat([b.attention_mask for b in parts]), tt)
 
 
+PAIR_SEPARATOR = "{eos} "  # GPT-2: "The cat sat.<|endoftext|> He left."
+
+
+def join_pairs(
+    tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, separator: str = PAIR_SEPARATOR
+) -> tuple[list[str], list[str] | None]:
+    """The first and second segments as the tokenizer should take them: unchanged when there
+    are no pairs or when the tokenizer has a separator token (its own pair template, e.g.
+    ``[CLS] a [SEP] b [SEP]``); else (GPT-2) one text per pair, ``a + separator + b`` with
+    ``{eos}`` in ``separator`` replaced by the tokenizer's end-of-text token."""
+    if pairs is None or getattr(tokenizer, "sep_token", None) is not None:
+        return list(texts), None if pairs is None else list(pairs)
+    sep = separator.replace("{eos}", getattr(tokenizer, "eos_token", None) or "")
+    return [a + sep + b for a, b in zip(texts, pairs, strict=True)], None
+
+
 def tokenize(
-    tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None, max_length: int = 128
+    tokenizer: Any,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    max_length: int = 128,
+    pair_separator: str = PAIR_SEPARATOR,
 ) -> TokenBatch:
-    """Tokenise (with the second segment ``pairs`` for sentence-pair tasks), truncated to
-    ``max_length`` and right-padded to the longest row."""
+    """Tokenise (with the second segment ``pairs`` for sentence-pair tasks, joined as
+    :func:`join_pairs` does with ``pair_separator``), truncated to ``max_length`` and
+    right-padded to the longest row."""
     tokenizer.padding_side = "right"
+    first, second = join_pairs(tokenizer, texts, pairs, pair_separator)
     enc = tokenizer(
-        list(texts), None if pairs is None else list(pairs), padding=True, truncation=True,
-        max_length=max_length, return_tensors="pt",
+        first, second, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
     )  # fmt: skip
     tt = enc.get("token_type_ids")
     return TokenBatch(

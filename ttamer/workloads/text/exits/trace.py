@@ -21,9 +21,15 @@ from ttamer.model.skip_costs import skip_meta
 from ttamer.traces.trace import Trace
 from ttamer.workloads.latency import LatencyConfig, environment, head_cost_per_request, measure_stage_latency
 from ttamer.workloads.multi_exit import MultiExitNet, TrainConfig, exit_probabilities
-from ttamer.workloads.text.exits.config import TextExitsConfig, TextTrainConfig
+from ttamer.workloads.text.exits.config import TextExitsConfig, TextTrainConfig, resolve_device_name
+from ttamer.workloads.text.exits.finetune import (
+    deebert_stage1,
+    deebert_stage2,
+    finetune_exits,
+    set_standardisation,
+)
 from ttamer.workloads.text.exits.heads import build_text_exits, train_text_exits
-from ttamer.workloads.text.exits.tokens import TokenBatch, length_batches, tokenize
+from ttamer.workloads.text.exits.tokens import PAIR_SEPARATOR, TokenBatch, length_batches, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +47,37 @@ def train_config(config: TextTrainConfig, seed: int) -> TrainConfig:
 
 
 def check_device(device: str) -> None:
-    """FieldError ``workload.device`` when CUDA is asked for but not available."""
+    """FieldError ``workload.device`` when CUDA is asked for but not available (``auto`` never
+    fails: it falls back to the CPU)."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise FieldError("workload.device", f"{device!r} asked for but CUDA is not available")
+
+
+def run_device(device: str) -> torch.device:
+    """The torch device of the config's ``device`` (``auto``: cuda when available, else cpu)."""
+    return torch.device(resolve_device_name(device))
+
+
+def train_text_model(
+    model: MultiExitNet, x: TokenBatch, y: torch.Tensor, config: TextExitsConfig, seed: int
+) -> list[float]:
+    """Train the exits of ``model`` on ``x``, ``y`` by ``config.train.recipe`` (README:
+    workloads): ``heads`` as before (heads on cached features, or then jointly with
+    ``freeze_backbone`` False); ``finetune``: the heads' standardisation from the pretrained
+    features, then backbone and exits jointly; ``deebert``: the same standardisation, stage 1
+    (backbone + last exit), stage 2 (the other heads on the frozen fine-tuned backbone).
+    Returns the loss per epoch of every loop run, in order."""
+    train, batch = config.train, config.feature_batch_size
+    cap = float("inf") if train.max_seconds is None else float(train.max_seconds)
+    if train.recipe == "heads":
+        if train.freeze_backbone:
+            model.segments.requires_grad_(False)
+        return train_text_exits(model, x, y, train_config(train, seed), batch)
+    set_standardisation(model, x, batch)
+    if train.recipe == "finetune":
+        return finetune_exits(model, x, y, train.finetune, seed, cap)
+    history = deebert_stage1(model, x, y, train.finetune, seed, cap)
+    return history + deebert_stage2(model, x, y, train_config(train, seed), batch)
 
 
 def latency_rows(lengths: NDArray[np.int64], size: int = 64, seed: int = 0) -> NDArray[np.int64]:
@@ -171,21 +205,19 @@ def _run_text_exits(
     torch.manual_seed(seed)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    device = torch.device(config.device)
-    x_train = tokenize(tokenizer, train[0], train[1], config.max_length).to(device)
-    x_eval = tokenize(tokenizer, evaluate[0], evaluate[1], config.max_length).to(device)
+    device = run_device(config.device)
+    sep = getattr(config, "pair_separator", PAIR_SEPARATOR)
+    x_train = tokenize(tokenizer, train[0], train[1], config.max_length, sep).to(device)
+    x_eval = tokenize(tokenizer, evaluate[0], evaluate[1], config.max_length, sep).to(device)
     y_train = torch.as_tensor(np.asarray(train[2], dtype=np.int64), device=device)
     model = build_text_exits(backbone, n_classes, config.pooling).to(device)
-    if config.train.freeze_backbone:
-        model.segments.requires_grad_(False)
     seconds["tokenise"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    training = train_config(config.train, seed)
-    history = train_text_exits(model, x_train, y_train, training, config.feature_batch_size)
+    history = train_text_model(model, x_train, y_train, config, seed)
     seconds["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     probs, table, rows = text_exit_outputs(model, x_eval, config.latency, seed, config.feature_batch_size)
-    env = environment()  # as timed (threads included)
+    env = environment(device)  # as timed (threads included), labelled by the device used
     seconds["evaluate_and_time"] = time.perf_counter() - t0
     return TextExitsResult(probs, table, rows, model, history, seconds, env)
 

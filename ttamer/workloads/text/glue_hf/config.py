@@ -3,7 +3,9 @@ tasks it knows."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from ttamer.errors import FieldError, check_bounds
 from ttamer.workloads.base import register_workload
@@ -13,24 +15,39 @@ from ttamer.workloads.text.exits.config import TextExitsConfig
 @dataclass(frozen=True)
 class GlueTask:
     """Text columns, number of classes (0: from the labels) and the labelled evaluation split
-    of a GLUE task."""
+    of a GLUE task (as ``datasets`` holds it), the ``datasets`` config that holds the task
+    (None: the task's name), and how GLUE's own TSV files differ: their text columns and label
+    column (None: as in ``datasets``) and their string labels in class order (None: integers)."""
 
     text_fields: tuple[str, ...]
     n_classes: int
     eval_split: str = "validation"
+    hub_config: str | None = None
+    tsv_text_fields: tuple[str, ...] | None = None
+    tsv_label_field: str | None = None
+    label_names: tuple[str, ...] | None = None
 
 
+MNLI_LABELS = ("entailment", "neutral", "contradiction")  # the class ids of `datasets`' glue/mnli
+NLI2_LABELS = ("entailment", "not_entailment")  # qnli, rte
+_MNLI = GlueTask(("premise", "hypothesis"), 3, "validation_matched", "mnli", ("sentence1", "sentence2"),
+                 "gold_label", MNLI_LABELS)  # fmt: skip
+_MRPC = GlueTask(("sentence1", "sentence2"), 2, tsv_text_fields=("#1 String", "#2 String"),
+                 tsv_label_field="Quality")  # fmt: skip
 GLUE_TASKS: dict[str, GlueTask] = {
     "cola": GlueTask(("sentence",), 2),
     "sst2": GlueTask(("sentence",), 2),
-    "mrpc": GlueTask(("sentence1", "sentence2"), 2),
-    "qqp": GlueTask(("question1", "question2"), 2),
-    "mnli": GlueTask(("premise", "hypothesis"), 3, "validation_matched"),
-    "qnli": GlueTask(("question", "sentence"), 2),
-    "rte": GlueTask(("sentence1", "sentence2"), 2),
+    "mrpc": _MRPC,
+    "qqp": GlueTask(("question1", "question2"), 2, tsv_label_field="is_duplicate"),
+    "mnli": _MNLI,  # evaluated on validation_matched (GLUE's dev_matched.tsv)
+    "mnli_mm": dataclasses.replace(_MNLI, eval_split="validation_mismatched"),  # dev_mismatched.tsv
+    "qnli": GlueTask(("question", "sentence"), 2, label_names=NLI2_LABELS),
+    "rte": GlueTask(("sentence1", "sentence2"), 2, label_names=NLI2_LABELS),
     "wnli": GlueTask(("sentence1", "sentence2"), 2),
 }
 REGRESSION_TASKS = ("stsb",)
+# GLUE's file names of the evaluation splits that have one, by the `datasets` split they hold
+GLUE_EVAL_FILES = {"dev_matched.tsv": "validation_matched", "dev_mismatched.tsv": "validation_mismatched"}
 
 
 @register_workload("glue_hf", implementation="ttamer.workloads.text.glue_hf.workload")
@@ -48,8 +65,17 @@ class GlueHfConfig(TextExitsConfig):
     ``text_fields``: one or two text columns (None: the task's, e.g. sentence1, sentence2 for
     mrpc); ``label_field``: the label column; ``label_names``: for string labels in TSVs, their
     order gives the class ids; ``num_labels``: None, the task's (else the largest label + 1);
-    ``eval_split``: None, the task's labelled validation split (validation_matched for mnli).
-    The other fields: :class:`~ttamer.workloads.text.exits.config.TextExitsConfig`."""
+    ``eval_split``: None, the task's labelled validation split (validation_matched for mnli,
+    validation_mismatched for mnli_mm, which is mnli evaluated on its mismatched genres).
+    GLUE's own TSV files (MNLI's train.tsv, dev_matched.tsv, dev_mismatched.tsv with
+    sentence1, sentence2 and gold_label strings; QNLI and RTE with string labels) are read as
+    they are when the task's ``datasets`` columns are not in the file.
+
+    ``pair_separator``: for sentence pairs with a tokenizer that has no separator token (GPT-2),
+    the string between the two texts, ``{eos}`` standing for its end-of-text token; tokenizers
+    with one (BERT's ``[SEP]``) use their own pair template. ``device`` defaults to ``auto``
+    (cuda when available). The other fields:
+    :class:`~ttamer.workloads.text.exits.config.TextExitsConfig`."""
 
     name: str = "glue_hf"
     task: str = "sst2"
@@ -64,6 +90,8 @@ class GlueHfConfig(TextExitsConfig):
     eval_split: str | None = None
     train_size: int | None = 4000
     eval_size: int | None = None
+    device: str = "auto"
+    pair_separator: str = "{eos} "
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -93,4 +121,16 @@ class GlueHfConfig(TextExitsConfig):
         default = base if base is not None else GlueTask(text_fields, 0)
         n_classes = self.num_labels if self.num_labels is not None else default.n_classes
         eval_split = self.eval_split if self.eval_split is not None else default.eval_split
-        return GlueTask(text_fields, n_classes, eval_split)
+        if self.text_fields is not None:  # the columns given are the columns of every source
+            default = dataclasses.replace(default, tsv_text_fields=None)
+        return dataclasses.replace(
+            default, text_fields=text_fields, n_classes=n_classes, eval_split=eval_split
+        )
+
+    def trace_key(self, seed: int) -> dict[str, Any]:
+        """The trace cache key; ``pair_separator`` only for sentence-pair tasks (single-text
+        tasks keep their earlier keys)."""
+        key = super().trace_key(seed)
+        if len(self.task_spec().text_fields) < 2:
+            del key["pair_separator"]
+        return key

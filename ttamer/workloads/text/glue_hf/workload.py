@@ -65,6 +65,8 @@ def produce(config: GlueHfConfig, seed: int, out_dir: Path) -> Trace:
         "model": config.model,
         "architecture": type(backbone).__name__,
         "data": source,
+        "eval_split": config.task_spec().eval_split,
+        "recipe": config.train.recipe,
         "train_size": str(len(train.labels)),
         "eval_size": str(len(evaluate.labels)),
         **result.meta(),

@@ -10,14 +10,22 @@ of ``latency.batch_sizes``, divided by that batch size) or read from timm's publ
 tables (``cost_source: timm_table``: 1000 / ``infer_samples_per_sec`` ms at the table's batch
 size and precision, see :mod:`ttamer.workloads.vision.timm_tables`). Latency is measured in both
 cases and written next to the results. Stage skipping (:mod:`ttamer.model.skip_costs`): every
-model is its own group with head cost 0 (skipping a model skips all of it)."""
+model is its own group with head cost 0 (skipping a model skips all of it).
+
+Each model's outputs and measured latency are cached per model
+(:mod:`~ttamer.workloads.vision.imagenet_timm.outputs`, under ``<cache_dir>/imagenet_outputs``):
+a cascade of models seen before, in any order or subset and with either cost source, runs no
+inference. Random weights (``pretrained: false``) are drawn per model from the seed and the
+model's name (:func:`model_seed`), so they too do not depend on the order."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +36,9 @@ from torch import nn
 
 from ttamer.errors import FieldError
 from ttamer.model.skip_costs import independent_meta
+from ttamer.traces.cache import cache_lock
 from ttamer.traces.trace import Trace
+from ttamer.workloads.base import resolve_path
 from ttamer.workloads.latency import environment
 from ttamer.workloads.multi_exit import MultiExitNet
 from ttamer.workloads.vision.imagenet_timm.data import (
@@ -37,8 +47,19 @@ from ttamer.workloads.vision.imagenet_timm.data import (
     example_images,
     loader,
     read_split,
+    val_label_files,
 )
 from ttamer.workloads.vision.imagenet_timm.models import Classifier, check_model_name, create_classifier
+from ttamer.workloads.vision.imagenet_timm.outputs import FOLDER as OUTPUTS_FOLDER
+from ttamer.workloads.vision.imagenet_timm.outputs import (
+    ModelOutputs,
+    OutputCache,
+    digest,
+    latency_key,
+    outputs_key,
+    split_digest,
+    weights_id,
+)
 from ttamer.workloads.vision.imagenet_timm.running import Job, autocast, measure, run_info, to_device
 from ttamer.workloads.vision.timm_tables import TimmTables
 
@@ -152,32 +173,113 @@ def stage_info(
     return info
 
 
-def run_stage(
-    job: Job, k: int, plan: Plan, split: ImageSplit, space: str, tables: TimmTables | None
-) -> StageRun:
-    """Run model ``k`` of the cascade on every image of ``split`` and time it."""
-    cfg, device = job.config, job.device
-    model = create_classifier(plan.name, cfg.pretrained).eval().to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+def model_seed(seed: int, name: str) -> int:
+    """The seed of ``name``'s random weights (``pretrained: false``): from the run's seed and the
+    name only, so that a model's weights do not depend on the cascade's order."""
+    return int(np.random.SeedSequence([int(seed), zlib.crc32(name.encode())]).generate_state(1)[0])
+
+
+def stage_model(name: str, job: Job) -> nn.Module:
+    """The timm classifier ``name`` in eval mode on the job's device (NHWC when
+    ``channels_last``); random weights are drawn from :func:`model_seed`."""
+    cfg = job.config
+    with torch.random.fork_rng(devices=[]):
+        if not cfg.pretrained:
+            torch.manual_seed(model_seed(job.seed, name))
+        model = create_classifier(name, cfg.pretrained).eval().to(job.device)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def device_environment(device: torch.device) -> dict[str, str]:
+    """The timing environment labelled with the device the models ran on (the CPU on a GPU
+    host when ``device: cpu``)."""
+    if "device" in inspect.signature(environment).parameters:
+        labelled: Callable[..., dict[str, str]] = environment
+        return labelled(device)
+    env = environment()  # older environment(): labels the host's first GPU
+    env["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return env
+
+
+def check_classes(name: str, n_out: int, split: ImageSplit, space: str, job: Job) -> None:
+    """A clear error when model ``name`` (``n_out`` classes) cannot serve the labels."""
     needed = 1000 if space == "imagenet" else len(split.classes)
-    n_out = int(getattr(model, "num_classes", 0) or 0)
     if n_out != needed:
         raise FieldError(
             "models",
-            f"{plan.name} predicts {n_out} classes; the {space} labels of {job.data_dir / 'val'} "
-            f"need {needed}",
+            f"{name} predicts {n_out} classes; the {space} labels of {job.data_dir / 'val'} need {needed}",
         )
-    log.info("cascade stage %d/%d: %s at %s", k + 1, len(cfg.models), plan.name, plan.data_cfg["input_size"])
-    pred, conf, probs = classify(model, split, plan.transform, job)
-    net = MultiExitNet([Classifier(model)], [nn.Identity()])
-    latency = measure(net, example_images(split, plan.transform), job)
+
+
+def stage_outputs(
+    job: Job, plan: Plan, split: ImageSplit, space: str, cache: OutputCache, images: str
+) -> tuple[ModelOutputs, str, nn.Module | None]:
+    """Model ``plan.name``'s outputs on ``split``: from the output cache, else computed (and
+    cached); their key's digest; the model when it was created here."""
+    cfg = job.config
+    amp = cfg.amp and job.device.type == "cuda"
+    weights = weights_id(plan.name, cfg.pretrained, job.seed)
+    key = outputs_key(plan.name, weights, images, plan.data_cfg, cfg.use_test_size, amp)
+    model = None
+    with cache_lock(cache.outputs_path(key)):
+        out = cache.load_outputs(key, len(split.paths), cfg.store_probs)
+        if out is None:
+            model = stage_model(plan.name, job)
+            n_out = int(getattr(model, "num_classes", 0) or 0)
+            check_classes(plan.name, n_out, split, space, job)
+            log.info("cascade model %s at %s: running on %d images", plan.name, plan.data_cfg["input_size"],
+                     len(split.paths))  # fmt: skip
+            out = ModelOutputs(*classify(model, split, plan.transform, job), n_out)
+            cache.save_outputs(key, out, {"device": str(job.device), "torch": torch.__version__})
+    check_classes(plan.name, out.num_classes, split, space, job)
+    return out, digest(key), model
+
+
+def stage_latency(
+    job: Job, plan: Plan, split: ImageSplit, cache: OutputCache, model: nn.Module | None
+) -> tuple[pd.DataFrame, nn.Module | None]:
+    """Model ``plan.name``'s measured latency table: from the cache (same model, input size,
+    device, environment, AMP, layout and latency settings), else measured (and cached)."""
+    cfg = job.config
+    env = device_environment(job.device)
+    if cfg.latency.threads is not None:  # the measurement sets them
+        env["torch_threads"] = str(cfg.latency.threads)
+    key = latency_key(
+        plan.name, plan.data_cfg["input_size"], str(job.device), env, cfg.amp and job.device.type == "cuda",
+        cfg.channels_last, asdict(cfg.latency),
+    )  # fmt: skip
+    with cache_lock(cache.latency_path(key)):
+        table = cache.load_latency(key)
+        if table is None:
+            model = model if model is not None else stage_model(plan.name, job)
+            net = MultiExitNet([Classifier(model)], [nn.Identity()])
+            table = measure(net, example_images(split, plan.transform), job)
+            cache.save_latency(key, table)
+    return table, model
+
+
+def run_stage(
+    job: Job, k: int, plan: Plan, split: ImageSplit, space: str, tables: TimmTables | None,
+    cache: OutputCache | None = None,
+) -> StageRun:  # fmt: skip
+    """Model ``k`` of the cascade on every image of ``split``, and its latency: from the output
+    cache where they were computed before (:mod:`.outputs`)."""
+    cache = cache if cache is not None else output_cache(job)
+    out, key, model = stage_outputs(job, plan, split, space, cache, split_digest(split, space))
+    latency, model = stage_latency(job, plan, split, cache, model)
+    latency = latency.copy()
     latency["stage"] = k + 1
-    info = stage_info(plan, pred, split.labels, latency, job, tables)
-    del model, net
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return StageRun(pred, conf, probs, latency, info)
+    info = {**stage_info(plan, out.pred, split.labels, latency, job, tables), "outputs_key": key}
+    if model is not None:
+        del model
+        if job.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return StageRun(out.pred, out.conf, out.probs, latency, info)
+
+
+def output_cache(job: Job) -> OutputCache:
+    """The per-model output cache under the workload's ``cache_dir``."""
+    return OutputCache(resolve_path(job.config.cache_dir) / OUTPUTS_FOLDER, job.config.recompute)
 
 
 def cascade_costs(
@@ -192,7 +294,7 @@ def cascade_costs(
         meta["benchmark_file"] = str(tables.benchmark_file)
     else:
         cost = [float(v) / b0 for v in table[table["batch_size"] == b0].sort_values("stage")["median_ms"]]
-        unit = f"ms per image (measured, batch {b0}, {environment()['device']})"
+        unit = f"ms per image (measured, batch {b0}, {device_environment(job.device)['device']})"
     if tables is not None and tables.accuracy_file is not None:
         meta["accuracy_file"] = str(tables.accuracy_file)
     return cost, unit, meta
@@ -201,10 +303,13 @@ def cascade_costs(
 def cascade_trace(job: Job) -> Trace:
     """The model-cascade trace of ``job.config.models`` (see the module docstring)."""
     cfg = job.config
-    split, space = read_split(job.data_dir, "val", cfg.val_per_class, None, cfg.labels, job.seed)
+    split, space = read_split(
+        job.data_dir, "val", cfg.val_per_class, None, cfg.labels, job.seed, val_labels=val_label_files(cfg)
+    )
     tables = load_tables(job)
     stage_plans = plans(job, tables)
-    runs = [run_stage(job, k, plan, split, space, tables) for k, plan in enumerate(stage_plans)]
+    cache = output_cache(job)
+    runs = [run_stage(job, k, plan, split, space, tables, cache) for k, plan in enumerate(stage_plans)]
     table = pd.concat([r.latency for r in runs], ignore_index=True)
     cost, unit, table_meta = cascade_costs(job, table, stage_plans, tables)
     meta = {

@@ -5,6 +5,7 @@ them)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ttamer.errors import FieldError, check_bounds
 from ttamer.workloads.base import WorkloadConfig, register_workload
@@ -16,6 +17,17 @@ LABEL_SPACES = ("auto", "imagenet", "folder")
 FINAL_HEADS = ("model", "linear")
 DEFAULT_MODELS = ("resnet18.a1_in1k", "resnet50.a1_in1k")
 DEFAULT_DATA_ROOT = "../shared/data"  # conf/config.yaml's data_root; the YAML sets the paths from it
+# fields added after traces were cached: in the trace key only when set (not null)
+KEYED_WHEN_SET = ("val_labels", "val_label_map")
+PRECISIONS = ("fp32", "bf16", "fp16")
+TOKEN_POOLS = ("auto", "token", "avg")
+# speed options and head-training fields added after traces were cached: in the trace key only
+# when they differ from these defaults (dotted paths for nested fields)
+KEYED_UNLESS_DEFAULT: dict[str, Any] = {
+    "precision": "fp32", "compile": False, "cudnn_benchmark": False, "persistent_workers": True,
+    "token_pool": "auto", "train.shuffle": True,
+}  # fmt: skip
+EXITS_FORMAT = 2  # in exits traces' keys: heads trained from cached pooled features, no stem exit
 
 
 @dataclass(frozen=True)
@@ -23,13 +35,16 @@ class HeadTraining:
     """Training of the exit heads (``mode: exits``) on frozen backbone features: AdamW on the
     mean cross-entropy of the trained heads, images preprocessed as for evaluation (no
     augmentation), ``epochs`` passes (0: untrained heads). ``head_dropout`` before each head's
-    linear layer; ``max_seconds``: a wall-clock cap (null: none)."""
+    linear layer; ``max_seconds``: a wall-clock cap (null: none). The heads train from pooled
+    features computed by one backbone pass and cached (README: workloads); ``shuffle``: a
+    seeded new order of the training images every epoch (false: the split's order, by class)."""
 
     epochs: int = 5
     lr: float = 1e-3
     weight_decay: float = 1e-4
     head_dropout: float = 0.0
     max_seconds: float | None = None
+    shuffle: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -59,14 +74,28 @@ class ImageNetTimmConfig(WorkloadConfig):
     ``val/<wnid>/*.JPEG``; relative paths from the launch folder). ``labels``: auto | imagenet
     (wnid folders -> ImageNet-1k indices) | folder (sorted folders). ``train_per_class``
     training images per class for the heads and ``val_per_class`` images per class traced (null:
-    all). ``pretrained`` false: random weights (tests only); the weights download from the
-    Hugging Face Hub (internet, or a filled ``HF_HOME``); a GPU is advised.
+    all). ``val/`` may also be ImageNet's raw flat layout (``val/ILSVRC2012_val_00000001.JPEG``
+    ...) labelled by ``val_labels``: the devkit's ILSVRC2012_validation_ground_truth.txt (its
+    ILSVRC2012_IDs mapped to wnids by ``val_label_map``: the devkit's meta.mat, needs scipy, or
+    a text map; null: the meta.mat beside the ground truth), one wnid per line, or Kaggle's
+    LOC_val_solution.csv (see :mod:`~ttamer.workloads.vision.imagenet_timm.raw_val`).
+    ``pretrained`` false: random weights (tests only); the weights download from the Hugging Face
+    Hub (internet, or a filled ``HF_HOME``); a GPU is advised.
 
     Running: ``batch_size``; ``num_workers`` data loader processes; ``use_test_size``: each model
     at its pretrained config's test_input_size; ``device`` auto (cuda if available, else cpu) |
     cpu | cuda | cuda:1 ...; ``amp``: float16 autocast on CUDA and ``channels_last``: NHWC (as
     timm's benchmarks); ``store_probs``: keep the (N, n, 1000) probabilities (8 kB per image and
-    stage; the entropy policy needs them), false keeps pred + conf only.
+    stage; the entropy policy needs them), false keeps pred + conf only. Speed (README:
+    workloads): ``precision`` fp32 | bf16 | fp16 autocast on any device (``amp: true`` is the
+    older spelling of fp16, on CUDA only); ``compile``: torch.compile each stage (graphs warmed
+    before timing); ``cudnn_benchmark``: cuDNN autotuning on CUDA; ``persistent_workers``: keep
+    the loader processes between passes (with ``num_workers`` > 0); pinned memory on CUDA.
+    ``token_pool`` (vision transformers in exits mode): what an exit head pools, auto (the
+    model's own pooling) | token (the class token) | avg (the mean of the patch tokens). A cascade caches each
+    model's outputs and measured latency under ``<cache_dir>/imagenet_outputs`` (see
+    :mod:`~ttamer.workloads.vision.imagenet_timm.outputs`): a new order, subset or cost source of
+    models run before runs no inference; ``recompute`` recomputes them.
 
     Cascade costs: ``cost_source`` is set by the cost group (measured | timm_table);
     ``tables_dir``: timm's results tables (a pytorch-image-models checkout works);
@@ -84,6 +113,8 @@ class ImageNetTimmConfig(WorkloadConfig):
     model: str = "resnet50.a1_in1k"
     pretrained: bool = True
     data_dir: str = f"{DEFAULT_DATA_ROOT}/imagenet"
+    val_labels: str | None = None
+    val_label_map: str | None = None
     labels: str = "auto"
     train_per_class: int | None = 20
     val_per_class: int | None = 10
@@ -93,6 +124,11 @@ class ImageNetTimmConfig(WorkloadConfig):
     device: str = "auto"
     amp: bool = False
     channels_last: bool = False
+    precision: str = "fp32"
+    compile: bool = False
+    cudnn_benchmark: bool = False
+    persistent_workers: bool = True
+    token_pool: str = "auto"
     store_probs: bool = True
     cost_source: str = "measured"
     tables_dir: str | None = f"{DEFAULT_DATA_ROOT}/timm-results"
@@ -108,8 +144,11 @@ class ImageNetTimmConfig(WorkloadConfig):
         super().__post_init__()
         if not self.data_dir:
             raise FieldError("data_dir", "must name the ImageNet folder (with train/ and val/)")
+        if self.val_label_map and not self.val_labels:
+            raise FieldError("val_label_map", "maps the devkit's ground truth: set val_labels too")
         for key, allowed in (("mode", MODES), ("cost_source", COST_SOURCES), ("labels", LABEL_SPACES),
-                             ("final_head", FINAL_HEADS)):  # fmt: skip
+                             ("final_head", FINAL_HEADS), ("precision", PRECISIONS),
+                             ("token_pool", TOKEN_POOLS)):  # fmt: skip
             if getattr(self, key) not in allowed:
                 raise FieldError(key, f"must be one of {allowed}, got {getattr(self, key)!r}")
         if self.mode == "cascade" and not self.models:
@@ -126,3 +165,21 @@ class ImageNetTimmConfig(WorkloadConfig):
             raise FieldError("batch_size", f"must be an integer >= 1, got {self.batch_size}")
         if self.num_workers < 0:
             raise FieldError("num_workers", f"must be an integer >= 0, got {self.num_workers}")
+        if self.amp and self.precision == "bf16":
+            raise FieldError("amp", f"amp: true means precision fp16; set precision={self.precision} alone")
+
+    def trace_key(self, seed: int) -> dict[str, Any]:
+        """The trace cache's key; the fields of :data:`KEYED_WHEN_SET` are left out while unset
+        (null), so traces cached before those fields existed keep their keys."""
+        key = super().trace_key(seed)
+        key = {k: v for k, v in key.items() if not (k in KEYED_WHEN_SET and v is None)}
+        for path, default in KEYED_UNLESS_DEFAULT.items():
+            *parents, leaf = path.split(".")
+            node = key
+            for p in parents:
+                node = node[p]
+            if node.get(leaf) == default:
+                del node[leaf]
+        if self.mode == "exits":
+            key["exits_format"] = EXITS_FORMAT
+        return key

@@ -1,6 +1,8 @@
 """ImageNet in ``ImageFolder`` layout for the ``imagenet_timm`` workload (README: workloads):
 ``<data_dir>/train/<wnid>/*`` and ``<data_dir>/val/<wnid>/*`` (the validation images sorted into
-class folders, as timm's and torchvision's ImageNet scripts expect). When every class folder is
+class folders, as timm's and torchvision's ImageNet scripts expect), or the validation images in
+their raw flat layout ``<data_dir>/val/ILSVRC2012_val_*.JPEG`` with a labels file
+(:mod:`~ttamer.workloads.vision.imagenet_timm.raw_val`). When every class folder is
 an ImageNet-1k WordNet id, labels are ImageNet-1k indices (the pretrained classifiers' output
 order; any subset of the 1000 classes works); otherwise (``labels: folder``) they are the
 folders' sorted order. Images are preprocessed by each model's timm evaluation transform."""
@@ -18,7 +20,9 @@ from numpy.typing import NDArray
 from torch import nn
 
 from ttamer.errors import FieldError
+from ttamer.workloads.base import resolve_path
 from ttamer.workloads.vision.imagenet_timm.config import ImageNetTimmConfig
+from ttamer.workloads.vision.imagenet_timm.raw_val import ValLabels, flat_val_wnids
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class ImageSplit:
     paths: tuple[str, ...]
     labels: NDArray[np.int64]
     classes: tuple[str, ...]
+    root: str = ""  # the folder the paths lie in (``<data_dir>/<split>``)
 
 
 def imagenet_wnids() -> tuple[str, ...]:
@@ -50,37 +55,82 @@ def label_space(classes: Sequence[str], labels: str) -> str:
     return "imagenet" if set(classes) <= set(imagenet_wnids()) else "folder"
 
 
-def read_split(
-    data_dir: Path, split: str, per_class: int | None, space: str | None, labels: str, seed: int
-) -> tuple[ImageSplit, str]:
-    """The images of ``<data_dir>/<split>`` (``ImageFolder`` layout), ``per_class`` of each class
-    drawn at random (None: all), in a fixed order; and the label space used."""
+def is_flat(root: Path) -> bool:
+    """Whether ``root`` holds images and no folders (ImageNet's raw val layout)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    entries = list(root.iterdir())
+    images = any(e.is_file() and e.suffix.lower() in IMG_EXTENSIONS for e in entries)
+    return images and not any(e.is_dir() for e in entries)
+
+
+def folder_listing(root: Path) -> tuple[list[str], NDArray[np.int64], tuple[str, ...]]:
+    """The images of an ``ImageFolder`` tree: paths, class indices (into the sorted class
+    folders), class folders; ordered by class, then file name."""
     from torchvision.datasets import ImageFolder
 
+    try:
+        folder = ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise FieldError("data_dir", f"{root}: {exc}") from None
+    targets = np.asarray(folder.targets, dtype=np.int64)
+    return [str(p) for p, _ in folder.samples], targets, tuple(folder.classes)
+
+
+def flat_listing(root: Path, spec: ValLabels | None) -> tuple[list[str], NDArray[np.int64], tuple[str, ...]]:
+    """The images of a flat val folder labelled by ``spec`` (:mod:`.raw_val`), listed as
+    :func:`folder_listing` lists the same images sorted into wnid folders."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    if spec is None:
+        raise FieldError(
+            "val_labels",
+            f"{root} holds images without class folders (ImageNet's raw val layout): name its labels "
+            "file in val_labels (the devkit's ILSVRC2012_validation_ground_truth.txt, with meta.mat or "
+            "val_label_map, or Kaggle's LOC_val_solution.csv)",
+        )
+    names = sorted(e.name for e in root.iterdir() if e.is_file() and e.suffix.lower() in IMG_EXTENSIONS)
+    wnids = flat_val_wnids(names, spec)
+    classes = tuple(sorted(set(wnids)))
+    index = {w: i for i, w in enumerate(classes)}
+    order = sorted(range(len(names)), key=lambda i: (index[wnids[i]], names[i]))
+    targets = np.array([index[wnids[i]] for i in order], dtype=np.int64)
+    return [str(root / names[i]) for i in order], targets, classes
+
+
+def label_mapping(classes: Sequence[str], space: str, root: Path) -> NDArray[np.int64]:
+    """Class index -> label: ImageNet-1k indices (``space`` imagenet) or the classes' order."""
+    if space != "imagenet":
+        return np.arange(len(classes), dtype=np.int64)
+    index = {w: i for i, w in enumerate(imagenet_wnids())}
+    missing = [c for c in classes if c not in index]
+    if missing:
+        raise FieldError("data_dir", f"{root} has classes that are not ImageNet-1k wnids: {missing[:5]}")
+    return np.array([index[c] for c in classes], dtype=np.int64)
+
+
+def read_split(
+    data_dir: Path, split: str, per_class: int | None, space: str | None, labels: str, seed: int,
+    val_labels: ValLabels | None = None,
+) -> tuple[ImageSplit, str]:  # fmt: skip
+    """The images of ``<data_dir>/<split>`` (``ImageFolder`` layout; for val also the raw flat
+    layout labelled by ``val_labels``), ``per_class`` of each class drawn at random (None: all),
+    in a fixed order (by class, then file name); and the label space used."""
     root = data_dir / split
     if not root.is_dir():
         raise FieldError(
             "data_dir",
             f"{root} is not a folder: expected ImageNet as <data_dir>/{split}/<wnid>/<image> "
-            "(ImageFolder layout)",
+            "(ImageFolder layout)" + (" or <data_dir>/val/<image> with val_labels" if split == "val" else ""),
         )
-    try:
-        folder = ImageFolder(str(root))
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise FieldError("data_dir", f"{root}: {exc}") from None
-    classes = tuple(folder.classes)
-    space = space or label_space(classes, labels)
-    if space == "imagenet":
-        index = {w: i for i, w in enumerate(imagenet_wnids())}
-        missing = [c for c in classes if c not in index]
-        if missing:
-            raise FieldError(
-                "data_dir", f"{root} has class folders that are not ImageNet-1k wnids: {missing[:5]}"
-            )
-        mapping = np.array([index[c] for c in classes], dtype=np.int64)
+    if split == "val" and is_flat(root):
+        paths, targets, classes = flat_listing(root, val_labels)
     else:
-        mapping = np.arange(len(classes), dtype=np.int64)
-    targets = np.asarray(folder.targets, dtype=np.int64)
+        if split == "val" and val_labels is not None:
+            raise FieldError("val_labels", f"{root} has class folders; val_labels is for a flat val folder")
+        paths, targets, classes = folder_listing(root)
+    space = space or label_space(classes, labels)
+    mapping = label_mapping(classes, space, root)
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     keep: list[int] = []
     for c in range(len(classes)):
@@ -90,8 +140,7 @@ def read_split(
         keep.extend(int(i) for i in idx)
     if not keep:
         raise FieldError("data_dir", f"{root} holds no images")
-    paths = tuple(str(folder.samples[i][0]) for i in keep)
-    return ImageSplit(paths, mapping[targets[keep]], classes), space
+    return ImageSplit(tuple(paths[i] for i in keep), mapping[targets[keep]], classes, str(root)), space
 
 
 class ImageFiles(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
@@ -134,8 +183,16 @@ def loader(split: ImageSplit, transform: Any, cfg: ImageNetTimmConfig, device: t
         shuffle=False,
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
+        persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
     )
 
+
+def val_label_files(cfg: ImageNetTimmConfig) -> ValLabels | None:
+    """The flat val folder's label files named by the config (None: class folders)."""
+    if not cfg.val_labels:
+        return None
+    label_map = resolve_path(cfg.val_label_map) if cfg.val_label_map else None
+    return ValLabels(resolve_path(cfg.val_labels), label_map)
 
 
 def example_images(split: ImageSplit, transform: Any, n: int = 64) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ttamer.errors import FieldError
-from ttamer.workloads.multi_exit import MultiExitNet
+from ttamer.workloads.multi_exit import MultiExitNet, keep_trained_state_only
 from ttamer.workloads.vision.imagenet_timm.config import ImageNetTimmConfig
 from ttamer.workloads.vision.timm_exits import StageInfo, timm_multi_exit
 
@@ -63,22 +63,39 @@ def create_classifier(name: str, pretrained: bool) -> nn.Module:
     return model
 
 
-def exits_network(cfg: ImageNetTimmConfig, num_classes: int) -> tuple[MultiExitNet, list[StageInfo]]:
+def trained_heads(n_stages: int, final_head: str) -> list[int]:
+    """The exits whose heads are trained: all, or all but the model's own classifier."""
+    return list(range(n_stages - 1)) if final_head == "model" else list(range(n_stages))
+
+
+def exits_network(
+    cfg: ImageNetTimmConfig, num_classes: int, seed: int
+) -> tuple[MultiExitNet, list[StageInfo]]:
     """``cfg.model`` cut at its feature stages ``cfg.out_indices``, an exit head of
     ``num_classes`` after each (the last one the model's own classifier when ``final_head`` is
-    model), and the stages' info."""
+    model), and the stages' info. Random weights (backbone with ``pretrained: false``, and the
+    heads) are drawn from ``seed``, so the same config and seed give the same network. Its
+    ``state_dict`` holds only the trained heads' linear layers
+    (:func:`~ttamer.workloads.multi_exit.keep_trained_state_only`): the backbone comes from its
+    own weights."""
     check_model_name(cfg.model, "model")
     try:
-        return timm_multi_exit(
-            cfg.model,
-            num_classes,
-            out_indices=cfg.out_indices,
-            pretrained=cfg.pretrained,
-            head_dropout=cfg.train.head_dropout,
-            final_head="model" if cfg.final_head == "model" else "linear",
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net, stages = timm_multi_exit(
+                cfg.model,
+                num_classes,
+                out_indices=cfg.out_indices,
+                pretrained=cfg.pretrained,
+                head_dropout=cfg.train.head_dropout,
+                final_head="model" if cfg.final_head == "model" else "linear",
+                token_pool=cfg.token_pool,
+            )
     except OSError as exc:
         raise FieldError("pretrained", weights_message(cfg.model, exc)) from None
     except (ValueError, RuntimeError) as exc:
-        field_name = "final_head" if cfg.final_head == "model" and "final_head" in str(exc) else "model"
+        named = str(exc).split(":")[0]
+        field_name = named if named in ("final_head", "token_pool", "out_indices") else "model"
         raise FieldError(field_name, f"cannot split {cfg.model!r} into exits: {exc}") from None
+    trained = [f"heads.{i}.fc" for i in trained_heads(net.n_stages, cfg.final_head)]
+    return keep_trained_state_only(net, trained), stages

@@ -22,6 +22,11 @@ from ttamer.workloads.vision.imagenet_timm.cascade import cascade_trace
 from ttamer.workloads.vision.imagenet_timm.config import ImageNetTimmConfig
 from ttamer.workloads.vision.imagenet_timm.exits import exits_trace
 from ttamer.workloads.vision.imagenet_timm.running import Job
+from ttamer.workloads.vision.imagenet_timm.served import (  # noqa: F401  (the serving functions)
+    held_out_requests,
+    produce_with_model,
+    untrained_model,
+)
 
 log = logging.getLogger(__name__)
 

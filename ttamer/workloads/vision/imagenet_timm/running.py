@@ -1,6 +1,7 @@
-"""Running the ``imagenet_timm`` workload's models (README: workloads): the device, mixed
-precision and memory layout, the stages' outputs accumulated batch by batch, latency
-measurement, and the trace they make."""
+"""Running the ``imagenet_timm`` workload's models (README: workloads): the device, the speed
+options (mixed precision, memory layout, torch.compile, cuDNN autotuning), the stages' outputs
+accumulated batch by batch, latency measurement (synchronised, warmed up, compiled graphs built
+before timing), and the trace they make."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 from numpy.typing import NDArray
+from torch import nn
 
 from ttamer.errors import FieldError
 from ttamer.traces.trace import Trace
 from ttamer.workloads.base import resolve_path
-from ttamer.workloads.latency import environment, measure_stage_latency
+from ttamer.workloads.latency import environment, measure_stage_latency, warm_up
 from ttamer.workloads.multi_exit import MultiExitNet
 from ttamer.workloads.vision.imagenet_timm.config import ImageNetTimmConfig
 
@@ -35,7 +37,21 @@ class Job:
 
     @classmethod
     def start(cls, config: ImageNetTimmConfig, seed: int) -> Job:
-        return cls(config, seed, resolve_device(config.device), resolve_path(config.data_dir))
+        """The job of ``config``; with ``cudnn_benchmark`` on a CUDA device, cuDNN autotuning
+        is switched on (for the rest of the process)."""
+        device = resolve_device(config.device)
+        if config.cudnn_benchmark and device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        return cls(config, seed, device, resolve_path(config.data_dir))
+
+    @property
+    def precision(self) -> str:
+        """The autocast precision in effect (:func:`run_precision`)."""
+        return run_precision(self.config, self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The job's autocast context (:func:`precision_autocast`)."""
+        return precision_autocast(self.device, self.precision)
 
     @property
     def tables_dir(self) -> Path | None:
@@ -61,11 +77,37 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def run_precision(config: ImageNetTimmConfig, device: torch.device) -> str:
+    """``config.precision``; fp32 with ``amp: true`` on CUDA means fp16 (as before the
+    precision field: ``amp`` has no effect on the CPU)."""
+    if config.precision != "fp32":
+        return config.precision
+    return "fp16" if config.amp and device.type == "cuda" else "fp32"
+
+
+def precision_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast to ``precision`` (bf16 | fp16) on ``device``'s type; fp32: nothing."""
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtypes[precision])
+
+
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision (as timm's AMP benchmarks) on CUDA when ``enabled``; else nothing."""
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+    """Mixed precision (as timm's AMP benchmarks) on CUDA when ``enabled``; else nothing (the
+    ``amp`` field alone; :meth:`Job.autocast` follows ``precision`` too)."""
+    return precision_autocast(device, "fp16" if enabled and device.type == "cuda" else "fp32")
+
+
+def compiled(net: MultiExitNet, config: ImageNetTimmConfig) -> MultiExitNet:
+    """``net`` itself, or with ``config.compile`` a view of it whose segments and heads are each
+    ``torch.compile``d (same parameters; ``net`` keeps its own state-dict names). Graphs are
+    built on first use: :func:`measure` warms them before timing."""
+    if not config.compile:
+        return net
+    segments: list[nn.Module] = [torch.compile(s) for s in net.segments]  # type: ignore[misc]
+    heads: list[nn.Module] = [torch.compile(h) for h in net.heads]  # type: ignore[misc]
+    return MultiExitNet(segments, heads)
 
 
 def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -104,14 +146,19 @@ class Outputs:
         return labels, pred, np.clip(conf, 0.0, 1.0), probs
 
 
-
-
 def measure(net: MultiExitNet, example: torch.Tensor, job: Job) -> pd.DataFrame:
     """The latency table of ``net``'s stages on ``example`` images (see
-    :func:`~ttamer.workloads.latency.measure_stage_latency`), with the run's AMP and layout."""
-    x = to_device(example, job.device, job.config.channels_last)
-    with autocast(job.device, job.config.amp):
-        return measure_stage_latency(net, x, job.config.latency)
+    :func:`~ttamer.workloads.latency.measure_stage_latency`), with the run's precision and
+    layout; with ``compile`` or ``cudnn_benchmark`` every stage first runs once at every batch
+    size (graphs compiled, kernels autotuned) before the timed protocol and its own warm-up.
+    Columns ``precision``, ``compile`` and ``channels_last`` record the options."""
+    cfg = job.config
+    x = to_device(example, job.device, cfg.channels_last)
+    with job.autocast():
+        if cfg.compile or cfg.cudnn_benchmark:
+            warm_up(net, x, cfg.latency.batch_sizes)
+        table = measure_stage_latency(net, x, cfg.latency)
+    return table.assign(precision=job.precision, compile=cfg.compile, channels_last=cfg.channels_last)
 
 
 def run_info(job: Job, space: str) -> dict[str, str]:
@@ -123,9 +170,12 @@ def run_info(job: Job, space: str) -> dict[str, str]:
         "label_space": space,
         "pretrained": str(cfg.pretrained),
         "run_device": str(device),
-        "amp": str(cfg.amp and device.type == "cuda"),
+        "amp": str(job.precision != "fp32"),
+        "precision": job.precision,
+        "compile": str(cfg.compile),
+        "cudnn_benchmark": str(cfg.cudnn_benchmark and device.type == "cuda"),
         "channels_last": str(cfg.channels_last),
-        **{f"env_{k}": v for k, v in environment().items()},
+        **{f"env_{k}": v for k, v in environment(device).items()},
     }
 
 
