@@ -13,6 +13,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# a synthetic study small enough for a test run (a few seconds): tiny families, few alphas
+SMALL_SYNTHETIC = [
+    "workload=synthetic",
+    "workload.chains_per_family=3",
+    "workload.lower_bound.n_alphas=6",
+    "workload.lower_bound.n_stages=[2,3]",
+    "workload.n_stages=4",
+    "workload.n_states=4",
+    "sweep.lam_grid.num=12",
+    "progress=false",
+]
 
 
 def app_env(**extra: str) -> dict[str, str]:

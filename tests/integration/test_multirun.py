@@ -16,18 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from _frugal import write_frugal_folder
-from conftest import app_env, run_app
+from conftest import SMALL_SYNTHETIC, app_env, run_app
 
-SMALL = [
-    "workload=synthetic",
-    "workload.chains_per_family=3",
-    "workload.lower_bound.n_alphas=6",
-    "workload.lower_bound.n_stages=[2,3]",
-    "workload.n_stages=4",
-    "workload.n_states=4",
-    "sweep.lam_grid.num=12",
-    "progress=false",
-]
+SMALL = SMALL_SYNTHETIC
 CSVS = ("synthetic_lower_bound.csv", "synthetic_ratios.csv", "synthetic_pareto.csv")
 PNG = b"\x89PNG\r\n\x1a\n"
 # files that Hydra itself touches on every invocation: the job log (appended to; a skipped job

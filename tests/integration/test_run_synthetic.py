@@ -8,18 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import app_env, run_app
+from conftest import SMALL_SYNTHETIC, app_env, run_app
 
-SMALL = [
-    "workload=synthetic",
-    "workload.chains_per_family=3",
-    "workload.lower_bound.n_alphas=6",
-    "workload.lower_bound.n_stages=[2,3]",
-    "workload.n_stages=4",
-    "workload.n_states=4",
-    "sweep.lam_grid.num=12",
-    "progress=false",
-]
+SMALL = SMALL_SYNTHETIC
 
 
 def _run(run_dir: Path, *overrides: str, **env: str) -> subprocess.CompletedProcess[str]:

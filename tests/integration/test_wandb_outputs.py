@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _frugal import write_frugal_folder
-from conftest import app_env, run_app
+from conftest import SMALL_SYNTHETIC, app_env, run_app
 
 from ttamer.cli import main as cli_main
 from ttamer.fitting.chain import FitConfig, fit_chain
@@ -33,16 +33,7 @@ from ttamer.traces.cache import content_hash
 from ttamer.traces.frugalml import import_frugalml
 from ttamer.traces.trace import repeated_splits
 
-SYNTHETIC = [
-    "workload=synthetic",
-    "workload.chains_per_family=3",
-    "workload.lower_bound.n_alphas=6",
-    "workload.lower_bound.n_stages=[2,3]",
-    "workload.n_stages=4",
-    "workload.n_states=4",
-    "sweep.lam_grid.num=12",
-    "progress=false",
-]
+SYNTHETIC = SMALL_SYNTHETIC
 N, SPLITS, BINS = 400, 3, 4
 
 
