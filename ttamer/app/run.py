@@ -32,7 +32,7 @@ from ttamer.app import provenance
 from ttamer.app.command import prepare_argv
 from ttamer.app.configs import Run, build_run, register_configs
 from ttamer.app.job import run_job
-from ttamer.app.wandb_logger import ExperimentLogger, LoggerConfig
+from ttamer.app.wandb_logger import ExperimentLogger, LoggerConfig, wandb_config
 from ttamer.errors import FieldError
 from ttamer.fileio import portable_path
 
@@ -113,9 +113,14 @@ def _already_done(cfg: DictConfig, out: Path, key: str) -> bool:
     return False
 
 
+def _launcher() -> str:
+    """The running job's Hydra launcher class, e.g. ``JoblibLauncher``."""
+    return str(HydraConfig.get().launcher.get("_target_", "")).rsplit(".", 1)[-1]
+
+
 def _job_record(out: Path, key: str, multirun: bool) -> provenance.JobRecord:
     hc = HydraConfig.get()
-    launcher = str(hc.launcher.get("_target_", "")).rsplit(".", 1)[-1]  # e.g. JoblibLauncher
+    launcher = _launcher()
     job = {"job": hc.job.name, "job_num": hc.job.num if multirun else None, "output_dir": portable_path(out),
            "launcher": launcher, "launcher_job_id": OmegaConf.select(hc.job, "id", default=None)}  # type: ignore[arg-type]  # fmt: skip
     return provenance.JobRecord(out, key, [str(o) for o in hc.overrides.task], job).begin()
@@ -142,7 +147,8 @@ def hydra_main(cfg: DictConfig) -> str:
         run: Run = build_run(cfg)  # every value checked before W&B starts
         if container is None:
             OmegaConf.to_container(cfg, resolve=True)  # raises the resolution error
-        with ExperimentLogger(job_logger_config(run.config.logger, out)).start(container) as tracker:
+        tracked = wandb_config(container, _launcher()) if container is not None else None
+        with ExperimentLogger(job_logger_config(run.config.logger, out)).start(tracked) as tracker:
             metrics = run_job(run, out, tracker)
     except Exception as exc:
         record.finish("failed", exc)

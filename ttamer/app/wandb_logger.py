@@ -85,26 +85,12 @@ def _select(config: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def hydra_launcher() -> str | None:
-    """The launcher of the running Hydra job (``BasicLauncher``, ``JoblibLauncher``, ...), as
-    ``provenance.json`` records it; ``None`` outside Hydra."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        target = HydraConfig.get().launcher.get("_target_", "")
-    except Exception:  # not in a Hydra job
-        return None
-    return str(target).rsplit(".", 1)[-1] or None
-
-
-def wandb_config(resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """The W&B config of a run: for the app's resolved config (it has ``workload.name``), the
-    :data:`PIVOT_KEYS` and ``launcher`` at the top level and the whole config under
-    ``resolved``; any other mapping as it is."""
-    if _select(resolved, "workload.name") is None:
-        return dict(resolved)
+def wandb_config(resolved: Mapping[str, Any], launcher: str | None = None) -> dict[str, Any]:
+    """The W&B config of a job's run: the :data:`PIVOT_KEYS` and ``launcher`` (``BasicLauncher``,
+    ``JoblibLauncher``, ...) at the top level, so the runs table pivots on them, and the whole
+    resolved config under ``resolved``."""
     keys = {key: _select(resolved, dotted) for key, dotted in PIVOT_KEYS.items()}
-    keys["launcher"] = hydra_launcher()
+    keys["launcher"] = launcher
     return {**{k: v for k, v in keys.items() if v is not None}, "resolved": dict(resolved)}
 
 
@@ -135,8 +121,7 @@ class ExperimentLogger:
         return Path(self._run.dir).parent if self._run is not None else None
 
     def start(self, run_config: Mapping[str, Any] | None = None) -> ExperimentLogger:
-        """Open the run and record ``run_config`` (a plain nested dict) as its config, the app's
-        resolved config with its pivot keys (:func:`wandb_config`)."""
+        """Open the run and record ``run_config`` (a plain nested dict) as its config."""
         mode = self.config.effective_mode()
         if mode == "disabled" or self._run is not None:
             return self
@@ -154,7 +139,7 @@ class ExperimentLogger:
             tags=list(cfg.tags),
             job_type=self.job_type,
             mode=mode,  # type: ignore[arg-type]  # validated against MODES
-            config=wandb_config(run_config or {}),
+            config=dict(run_config or {}),
             reinit="finish_previous",
         )
         return self
