@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from test_workload_glue_hf import WORDS, bert_tokenizer, gpt2_tokenizer, tiny_model
+from test_workload_glue_hf import WORDS, bert_tokenizer, tiny_model
 
 from ttamer.errors import FieldError
 from ttamer.workloads.latency import LatencyConfig
+from ttamer.workloads.stand_ins import word_tokenizer
 from ttamer.workloads.text.exits.config import TextTrainConfig
 from ttamer.workloads.text.exits.tokens import tokenize
 from ttamer.workloads.text.glue_hf.config import GlueHfConfig
@@ -151,7 +152,7 @@ def test_sentence_pair_token_ids_bert_and_gpt2() -> None:
     assert x.input_ids.tolist() == [ids]
     assert x.token_type_ids is not None and x.token_type_ids.tolist() == [[0, 0, 0, 0, 1, 1, 1]]
     assert tokenize(bert, ["good film"], ["bad plot"], pair_separator=" | ").input_ids.tolist() == [ids]
-    gpt2 = gpt2_tokenizer()
+    gpt2 = word_tokenizer("gpt2")
     gpt2.pad_token = gpt2.eos_token
     g = gpt2.get_vocab()
     first, second = "The cat sat.", "He left."

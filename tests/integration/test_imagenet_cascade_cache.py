@@ -25,6 +25,7 @@ from ttamer.workloads.trace_from_model import latency_table_from_trace
 from ttamer.workloads.vision.imagenet_timm import cascade
 from ttamer.workloads.vision.imagenet_timm.config import ImageNetTimmConfig
 from ttamer.workloads.vision.imagenet_timm.data import imagenet_wnids, read_split
+from ttamer.workloads.vision.imagenet_timm.outputs import digest, latency_key, outputs_key
 from ttamer.workloads.vision.imagenet_timm.produce import imagenet_trace, produce
 from ttamer.workloads.vision.imagenet_timm.raw_val import ValLabels
 
@@ -301,11 +302,20 @@ def test_trace_key_names_val_labels_only_when_set() -> None:
     assert config_key(flat.trace_key(0)) != config_key(plain.trace_key(0))
 
 
-def test_device_label_is_the_device_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a GPU host with ``device: cpu`` the timing environment says cpu, not the GPU."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Fake GPU 80GB")
-    assert cascade.device_environment(torch.device("cpu"))["device"] == "cpu"
+def test_precision_and_compile_key_the_cache_and_older_keys_stay() -> None:
+    """fp32 and fp16 keep the latency keys they had as ``amp`` false / true (written out here as
+    they were); bf16 and torch.compile get keys of their own; outputs are keyed by precision but
+    not by compilation (it does not change the logits beyond rounding)."""
+    env, lat = {"device": "cpu"}, {"batch_sizes": [1]}
+    old = {"format": 1, "model": "m", "input_size": [3, 8, 8], "device": "cpu", "environment": env,
+           "channels_last": False, "latency": lat}  # fmt: skip
+    assert latency_key("m", (3, 8, 8), "cpu", env, "fp32", False, lat) == {**old, "amp": False}
+    assert latency_key("m", (3, 8, 8), "cpu", env, "fp16", False, lat) == {**old, "amp": True}
+    variants = [latency_key("m", (3, 8, 8), "cpu", env, p, False, lat, c) for p in ("fp32", "fp16", "bf16")
+                for c in (False, True)]  # fmt: skip
+    assert len({digest(k) for k in variants}) == 6
+    names = {p: outputs_key("m", {}, "img", {}, False, p)["precision"] for p in ("fp32", "fp16", "bf16")}
+    assert names == {"fp32": "float32", "fp16": "float16-autocast", "bf16": "bfloat16-autocast"}
 
 
 def test_measured_costs_come_from_the_cached_table(tmp_path: Path, data: dict[str, Path]) -> None:

@@ -146,6 +146,7 @@ def test_run_config_has_the_pivot_keys_and_the_resolved_config(synthetic_run: Pa
     config = run_config(wandb_records(offline_run(synthetic_run)))
     assert config["workload"] == "synthetic" and config["policy_set"] == "all"
     assert config["seed"] == 0 and config["launcher"] == "BasicLauncher"
+    assert run_record(wandb_records(offline_run(synthetic_run))).job_type == "synthetic_study"
     resolved = config["resolved"]
     assert resolved["workload"]["name"] == "synthetic" and resolved["workload"]["n_stages"] == 4
     assert resolved["sweep"]["lam_grid"]["num"] == 12
@@ -214,8 +215,9 @@ def test_pareto_and_calibration_charts(frugal_run: Path) -> None:
 
 
 def test_fitted_models_artifact(frugal_run: Path) -> None:
-    art = artifacts(wandb_records(offline_run(frugal_run)))["frugalml_tiny_models"]
-    assert art.type == "model"
+    records = wandb_records(offline_run(frugal_run))
+    art = artifacts(records)["frugalml_tiny_models"]
+    assert art.type == "model" and run_record(records).job_type == "trace_study"
     kinds = ("chain", "posterior_recall", "posterior_no_recall")
     assert sorted(e.path for e in art.manifest.contents) == sorted(f"{k}/split_{r}.json" for k in kinds
                                                                    for r in range(SPLITS))  # fmt: skip

@@ -4,6 +4,7 @@ random-weight BERT, DistilBERT and GPT-2 models with tokenizers built here (noth
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +20,21 @@ from ttamer.errors import FieldError  # noqa: E402
 from ttamer.model.skip_costs import skip_structure  # noqa: E402
 from ttamer.workloads.latency import LatencyConfig, measure_stage_latency  # noqa: E402
 from ttamer.workloads.multi_exit import TrainConfig, exit_probabilities  # noqa: E402
+from ttamer.workloads.stand_ins import WORDS, word_tokenizer, write_pair_tsvs  # noqa: E402
 from ttamer.workloads.text.exits.config import TextTrainConfig  # noqa: E402
 from ttamer.workloads.text.exits.heads import build_text_exits, exit_features, pool, train_text_exits  # noqa: E402
 from ttamer.workloads.text.exits.segments import load_backbone  # noqa: E402
 from ttamer.workloads.text.exits.tokens import tokenize  # noqa: E402
-from ttamer.workloads.text.exits.trace import latency_rows, train_config  # noqa: E402
+from ttamer.workloads.text.exits.trace import InferenceSpeed, latency_rows, text_exit_outputs, train_config  # noqa: E402
 from ttamer.workloads.text.glue_hf.config import GlueHfConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-WORDS = "good bad great awful fine dull film plot actor story fun boring the a is was very not and".split()
 
 
 def bert_tokenizer() -> Any:
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    tok = transformers.BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True)
+    tok = word_tokenizer("bert")
     assert tok("good film")["input_ids"] == [2, 5, 11, 3]  # every word in the vocabulary
     return tok
-
-
-def gpt2_tokenizer() -> Any:
-    from tokenizers import pre_tokenizers
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    vocab["<|endoftext|>"] = len(vocab)
-    return transformers.GPT2Tokenizer(vocab=vocab, merges=[])
 
 
 def tiny_model(kind: str, folder: Path) -> Path:
@@ -51,7 +42,7 @@ def tiny_model(kind: str, folder: Path) -> Path:
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "gpt2":
-        tok = gpt2_tokenizer()
+        tok = word_tokenizer("gpt2")
         eos = tok.convert_tokens_to_ids("<|endoftext|>")
         cfg = transformers.GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=3, n_head=2, n_positions=128,
                                       bos_token_id=eos, eos_token_id=eos)  # fmt: skip
@@ -182,28 +173,10 @@ def test_frozen_training_trains_heads_only_and_fine_tuning_moves_the_backbone(tm
     assert any(not torch.equal(v, net.segments.state_dict()[k]) for k, v in before.items())
 
 
-def write_pair_tsvs(folder: Path, n_train: int = 80, n_eval: int = 40) -> tuple[Path, Path]:
-    """MRPC-like TSVs: two text columns, label 1 when the sentences share their first word."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, n in (("train", n_train), ("dev", n_eval)):
-        rows = []
-        for _ in range(n):
-            a = " ".join(rng.choice(WORDS, 4))
-            same = bool(rng.random() < 0.5)
-            b = " ".join([a.split()[0] if same else rng.choice(WORDS), *rng.choice(WORDS, 3)])
-            rows.append({"sentence1": a, "sentence2": b, "label": int(same)})
-        path = folder / f"{name}.tsv"
-        pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
-        paths.append(path)
-    return paths[0], paths[1]
-
-
 @pytest.mark.slow
 def test_glue_hf_end_to_end_tiny_bert_pair_task(tmp_path: Path) -> None:
     folder = tiny_model("bert", tmp_path / "tiny-bert")
-    train, dev = write_pair_tsvs(tmp_path / "data")
+    train, dev = write_pair_tsvs(tmp_path / "data", 80, 40)
     run_dir = tmp_path / "run"
     args = [
         "workload=glue_hf", f"hydra.run.dir={run_dir}",
@@ -321,3 +294,36 @@ def test_batches_of_different_lengths_merge_between_stages(kind: str, tmp_path: 
         _, logits_merged = stages.stage(1, merged)
         logits_alone = torch.cat([stages.stage(1, s)[1] for s, _ in alone])
         torch.testing.assert_close(logits_merged, logits_alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_inference_precision_and_compile(kind: str, tmp_path: Path) -> None:
+    """bf16 autocast and torch.compile give the fp32 probabilities (bf16 to its rounding), and
+    the latency table records the options; compiled stages are warmed, so their timings hold no
+    compilation (every timed stage well under the compile time)."""
+    model, tok = load(tiny_model(kind, tmp_path / kind))
+    net = build_text_exits(model, 3)
+    x = tokenize(tok, SENTENCES * 4, max_length=32)
+    latency = LatencyConfig((1, 4), warmup=1, repeats=2)
+    plain, table, _ = text_exit_outputs(net, x, latency, batch_size=8)
+    bf16, bf16_table, _ = text_exit_outputs(net, x, latency, batch_size=8, speed=InferenceSpeed("bf16"))
+    np.testing.assert_allclose(bf16, plain, atol=0.03)
+    assert not np.array_equal(bf16, plain)  # autocast did act
+    assert set(table["precision"]) == {"fp32"} and set(bf16_table["precision"]) == {"bf16"}
+    start = time.perf_counter()
+    fast, fast_table, _ = text_exit_outputs(net, x, latency, batch_size=8, speed=InferenceSpeed(compile=True))
+    compile_ms = (time.perf_counter() - start) * 1e3
+    np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-5)
+    assert set(fast_table["compile"]) == {True} and fast_table["median_ms"].max() < compile_ms / 20
+
+
+def test_speed_options_keyed_only_when_set() -> None:
+    base = GlueHfConfig().trace_key(0)
+    assert "precision" not in base and "compile" not in base
+    assert GlueHfConfig(precision="bf16", compile=True).trace_key(0) == {
+        **base,
+        "precision": "bf16",
+        "compile": True,
+    }
+    with pytest.raises(FieldError, match="precision"):
+        GlueHfConfig(precision="int8")

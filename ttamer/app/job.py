@@ -25,6 +25,14 @@ from ttamer.workloads.base import WorkloadConfig, resolve_path, workload
 log = logging.getLogger(__name__)
 
 
+def study_kind(run: Run) -> str:
+    """What the job studies, its W&B job type: ``synthetic_study``, ``trace_study`` (chain
+    policies on a trace) or ``graph_study`` (``structure`` skip or tree)."""
+    if isinstance(run.workload, SyntheticWorkload):
+        return "synthetic_study"
+    return "trace_study" if run.config.structure.name == "chain" else "graph_study"
+
+
 def run_job(run: Run, out: Path, tracker: ExperimentLogger) -> dict[str, float]:
     """Run the job's study and write its results into ``out``; returns its headline metrics."""
     if isinstance(run.workload, SyntheticWorkload):

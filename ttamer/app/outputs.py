@@ -210,7 +210,8 @@ def _log_summary(summary: pd.DataFrame, tag: str, tracker: ExperimentLogger) -> 
 
 def write_latency(trace: Trace, name: str, out: Path) -> None:
     """The trace's measured latency table (if it has one) as a CSV named like timm's benchmark
-    files."""
+    files, with the autocast precision it was timed at (fp32, bf16, fp16; ``amp`` for float16
+    in traces made before the precision was recorded)."""
     from ttamer.workloads.latency import benchmark_filename
     from ttamer.workloads.trace_from_model import latency_table_from_trace
 
@@ -221,7 +222,9 @@ def write_latency(trace: Trace, name: str, out: Path) -> None:
     table.insert(1, "stage_name", [trace.stage_names[int(s) - 1] for s in table["stage"]])
     for key, value in env.items():
         table[key] = value
-    precision = "amp" if trace.meta.get("amp", "").lower() in ("true", "1") else "fp32"
+    precision = "amp" if trace.meta.get("amp", "").lower() in ("true", "1") else "fp32"  # older traces
+    if "precision" in table.columns:
+        precision = str(table["precision"].iloc[0])
     write_table(table, out / benchmark_filename(name, env, precision))
 
 

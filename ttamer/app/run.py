@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from ttamer.app import provenance
 from ttamer.app.command import prepare_argv
 from ttamer.app.configs import Run, build_run, register_configs
-from ttamer.app.job import run_job
+from ttamer.app.job import run_job, study_kind
 from ttamer.app.wandb_logger import ExperimentLogger, LoggerConfig, wandb_config
 from ttamer.errors import FieldError
 from ttamer.fileio import portable_path
@@ -148,7 +148,8 @@ def hydra_main(cfg: DictConfig) -> str:
         if container is None:
             OmegaConf.to_container(cfg, resolve=True)  # raises the resolution error
         tracked = wandb_config(container, _launcher()) if container is not None else None
-        with ExperimentLogger(job_logger_config(run.config.logger, out)).start(tracked) as tracker:
+        logger = ExperimentLogger(job_logger_config(run.config.logger, out), job_type=study_kind(run))
+        with logger.start(tracked) as tracker:
             metrics = run_job(run, out, tracker)
     except Exception as exc:
         record.finish("failed", exc)

@@ -114,10 +114,23 @@ def graph_models(trace: Trace, config: GraphStudyConfig, points: pd.DataFrame) -
 
 
 def write_models(models: Sequence[SplitModel], folder: str | os.PathLike[str]) -> list[Path]:
-    """Every model as ``<folder>/<kind>/split_<k>.json`` (module docstring); returns the paths."""
+    """Every model as ``<folder>/<kind>/split_<k>.json`` (module docstring); returns the paths.
+    Model files of an earlier run that these do not replace (fewer splits, other policies) are
+    removed once the new ones are written, so the folder holds this run's models only."""
+    paths = _write_each(models, Path(folder))
+    for old in Path(folder).glob("*/split_*.json"):
+        if old not in paths:
+            old.unlink()
+    for sub in Path(folder).iterdir():
+        if sub.is_dir() and not any(sub.iterdir()):
+            sub.rmdir()
+    return paths
+
+
+def _write_each(models: Sequence[SplitModel], folder: Path) -> list[Path]:
     paths = []
     for m in models:
-        path = Path(folder) / m.file_name()
+        path = folder / m.file_name()
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(m.model, FittedChain):
             save_fitted_chain(m.model, path)

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from ttamer.workloads.multi_exit import MultiExitNet
 
 
+INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16")
+"""Autocast precisions of inference (:mod:`ttamer.workloads.speed`): none, bfloat16, float16."""
+
+
 @dataclass(frozen=True)
 class LatencyConfig:
     """``batch_sizes``: the batch sizes timed (the first is the trace's cost). ``warmup`` and

@@ -11,7 +11,7 @@ from typing import Any
 from ttamer.errors import FieldError, check_bounds
 from ttamer.fitting.chain import FitConfig
 from ttamer.workloads.base import WorkloadConfig
-from ttamer.workloads.latency import LatencyConfig
+from ttamer.workloads.latency import INFERENCE_PRECISIONS, LatencyConfig
 
 POOLINGS = ("auto", "mean", "last", "cls")  # auto: last for GPT-2, mean for encoders
 # how the exits are trained (README: workloads): heads on a frozen backbone; the backbone and
@@ -99,7 +99,11 @@ class TextExitsConfig(WorkloadConfig):
     ``latency.threads`` still applies while timing). ``train``: :class:`TextTrainConfig`;
     ``latency``: :class:`~ttamer.workloads.latency.LatencyConfig` (batch sizes 1 and 32; the
     first gives the trace's cost; its ``threads``: torch CPU threads while timing, None: the
-    run's). The trace study's defaults here: savings at the last exit's accuracy
+    run's). Inference speed (README: workloads): ``precision`` fp32 | bf16 | fp16 autocast
+    while computing the exits' outputs and timing them (fine-tuning has its own
+    ``train.finetune.precision``); ``compile``: torch.compile each
+    stage for the evaluation pass and the timing (graphs warmed before timing); both are keyed
+    only when set. The trace study's defaults here: savings at the last exit's accuracy
     (``reference``), 6 confidence bins per stage (``fit.n_bins``)."""
 
     cache_dir: str = ".cache/ttamer/traces/trace"
@@ -112,9 +116,14 @@ class TextExitsConfig(WorkloadConfig):
     threads: int | None = None
     train: TextTrainConfig = field(default_factory=TextTrainConfig)
     latency: LatencyConfig = field(default_factory=lambda: LatencyConfig(batch_sizes=(1, 32)))
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.precision not in INFERENCE_PRECISIONS:
+            allowed = " | ".join(INFERENCE_PRECISIONS)
+            raise FieldError("precision", f"must be one of {allowed}, got {self.precision!r}")
         if self.pooling not in POOLINGS:
             raise FieldError("pooling", f"must be one of {' | '.join(POOLINGS)}, got {self.pooling!r}")
         check_bounds(self, ("max_length", "feature_batch_size"), 1)
@@ -132,6 +141,9 @@ class TextExitsConfig(WorkloadConfig):
         if train["recipe"] == "heads":
             del train["recipe"], train["finetune"]
         key["train"] = train
+        for name, default in (("precision", "fp32"), ("compile", False)):
+            if key[name] == default:  # added after traces were cached: keyed only when set
+                del key[name]
         return key
 
 

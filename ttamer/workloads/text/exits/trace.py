@@ -19,8 +19,15 @@ from torch import nn
 from ttamer.errors import FieldError
 from ttamer.model.skip_costs import skip_meta
 from ttamer.traces.trace import Trace
-from ttamer.workloads.latency import LatencyConfig, environment, head_cost_per_request, measure_stage_latency
+from ttamer.workloads.latency import (
+    LatencyConfig,
+    environment,
+    head_cost_per_request,
+    measure_stage_latency,
+    warm_up,
+)
 from ttamer.workloads.multi_exit import MultiExitNet, TrainConfig, exit_probabilities
+from ttamer.workloads.speed import compiled, precision_autocast
 from ttamer.workloads.text.exits.config import TextExitsConfig, TextTrainConfig, resolve_device_name
 from ttamer.workloads.text.exits.finetune import (
     deebert_stage1,
@@ -89,22 +96,38 @@ def latency_rows(lengths: NDArray[np.int64], size: int = 64, seed: int = 0) -> N
     return np.concatenate([[median], rest]).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class InferenceSpeed:
+    """How the evaluation pass and the timing run: autocast ``precision`` (fp32 | bf16 | fp16)
+    and ``compile`` (torch.compile each stage; graphs warmed before timing)."""
+
+    precision: str = "fp32"
+    compile: bool = False
+
+
 @torch.no_grad()
 def text_exit_outputs(
-    model: MultiExitNet, x: TokenBatch, latency: LatencyConfig, seed: int = 0, batch_size: int = 64
-) -> tuple[NDArray[np.float64], pd.DataFrame, NDArray[np.int64]]:
+    model: MultiExitNet, x: TokenBatch, latency: LatencyConfig, seed: int = 0, batch_size: int = 64,
+    speed: InferenceSpeed = InferenceSpeed(),
+) -> tuple[NDArray[np.float64], pd.DataFrame, NDArray[np.int64]]:  # fmt: skip
     """Class probabilities of every exit on ``x`` (N, n, C), computed stage by stage (batches of
     similar length); the per-stage latency table of ``measure_stage_latency`` on real requests
-    of ``x``; and the rows of ``x`` timed (:func:`latency_rows`)."""
+    of ``x`` (with columns ``precision`` and ``compile``); and the rows of ``x`` timed
+    (:func:`latency_rows`). Both passes run at ``speed``."""
+    runner = compiled(model, speed.compile)
     parts, order = [], []
-    for idx in length_batches(x, batch_size):
-        probs = exit_probabilities(model, cast(torch.Tensor, x[torch.as_tensor(idx)]), batch_size=len(idx))
-        parts.append(probs)
-        order.append(idx)
+    with precision_autocast(x.device, speed.precision):
+        for idx in length_batches(x, batch_size):
+            batch = cast(torch.Tensor, x[torch.as_tensor(idx)])
+            parts.append(exit_probabilities(runner, batch, batch_size=len(idx)))
+            order.append(idx)
+        rows = latency_rows(x.lengths.cpu().numpy(), max(latency.batch_sizes), seed)
+        example = cast(torch.Tensor, x[torch.as_tensor(rows)])
+        if speed.compile:
+            warm_up(runner, example, latency.batch_sizes)
+        table = measure_stage_latency(runner, example, latency)
     probs = np.concatenate(parts)[np.argsort(np.concatenate(order))]
-    rows = latency_rows(x.lengths.cpu().numpy(), max(latency.batch_sizes), seed)
-    table = measure_stage_latency(model, cast(torch.Tensor, x[torch.as_tensor(rows)]), latency)
-    return probs, table, rows
+    return probs, table.assign(precision=speed.precision, compile=speed.compile), rows
 
 
 def assemble_trace(
@@ -216,7 +239,9 @@ def _run_text_exits(
     history = train_text_model(model, x_train, y_train, config, seed)
     seconds["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    probs, table, rows = text_exit_outputs(model, x_eval, config.latency, seed, config.feature_batch_size)
+    speed = InferenceSpeed(config.precision, config.compile)
+    batch = config.feature_batch_size
+    probs, table, rows = text_exit_outputs(model, x_eval, config.latency, seed, batch, speed)
     env = environment(device)  # as timed (threads included), labelled by the device used
     seconds["evaluate_and_time"] = time.perf_counter() - t0
     return TextExitsResult(probs, table, rows, model, history, seconds, env)

@@ -67,6 +67,8 @@ def produce(config: GlueHfConfig, seed: int, out_dir: Path) -> Trace:
         "data": source,
         "eval_split": config.task_spec().eval_split,
         "recipe": config.train.recipe,
+        "precision": config.precision,
+        "compile": str(config.compile),
         "train_size": str(len(train.labels)),
         "eval_size": str(len(evaluate.labels)),
         **result.meta(),

@@ -21,10 +21,9 @@ model's name (:func:`model_seed`), so they too do not depend on the order."""
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +40,7 @@ from ttamer.traces.trace import Trace
 from ttamer.workloads.base import resolve_path
 from ttamer.workloads.latency import environment
 from ttamer.workloads.multi_exit import MultiExitNet
+from ttamer.workloads.speed import compiled
 from ttamer.workloads.vision.imagenet_timm.data import (
     ImageSplit,
     eval_transform,
@@ -60,7 +60,7 @@ from ttamer.workloads.vision.imagenet_timm.outputs import (
     split_digest,
     weights_id,
 )
-from ttamer.workloads.vision.imagenet_timm.running import Job, autocast, measure, run_info, to_device
+from ttamer.workloads.vision.imagenet_timm.running import Job, measure, run_info, to_device
 from ttamer.workloads.vision.timm_tables import TimmTables
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def plans(job: Job, tables: TimmTables | None) -> list[Plan]:
 @torch.no_grad()
 def _model_outputs(model: nn.Module, data: Any, job: Job) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for x, y in data:
-        with autocast(job.device, job.config.amp):
+        with job.autocast():
             logits = model(to_device(x, job.device, job.config.channels_last))
         yield logits.float(), y
 
@@ -190,17 +190,6 @@ def stage_model(name: str, job: Job) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
 
-def device_environment(device: torch.device) -> dict[str, str]:
-    """The timing environment labelled with the device the models ran on (the CPU on a GPU
-    host when ``device: cpu``)."""
-    if "device" in inspect.signature(environment).parameters:
-        labelled: Callable[..., dict[str, str]] = environment
-        return labelled(device)
-    env = environment()  # older environment(): labels the host's first GPU
-    env["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    return env
-
-
 def check_classes(name: str, n_out: int, split: ImageSplit, space: str, job: Job) -> None:
     """A clear error when model ``name`` (``n_out`` classes) cannot serve the labels."""
     needed = 1000 if space == "imagenet" else len(split.classes)
@@ -217,9 +206,8 @@ def stage_outputs(
     """Model ``plan.name``'s outputs on ``split``: from the output cache, else computed (and
     cached); their key's digest; the model when it was created here."""
     cfg = job.config
-    amp = cfg.amp and job.device.type == "cuda"
     weights = weights_id(plan.name, cfg.pretrained, job.seed)
-    key = outputs_key(plan.name, weights, images, plan.data_cfg, cfg.use_test_size, amp)
+    key = outputs_key(plan.name, weights, images, plan.data_cfg, cfg.use_test_size, job.precision)
     model = None
     with cache_lock(cache.outputs_path(key)):
         out = cache.load_outputs(key, len(split.paths), cfg.store_probs)
@@ -239,20 +227,21 @@ def stage_latency(
     job: Job, plan: Plan, split: ImageSplit, cache: OutputCache, model: nn.Module | None
 ) -> tuple[pd.DataFrame, nn.Module | None]:
     """Model ``plan.name``'s measured latency table: from the cache (same model, input size,
-    device, environment, AMP, layout and latency settings), else measured (and cached)."""
+    device, environment, precision, compilation, layout and latency settings), else measured
+    (and cached)."""
     cfg = job.config
-    env = device_environment(job.device)
+    env = environment(job.device)
     if cfg.latency.threads is not None:  # the measurement sets them
         env["torch_threads"] = str(cfg.latency.threads)
     key = latency_key(
-        plan.name, plan.data_cfg["input_size"], str(job.device), env, cfg.amp and job.device.type == "cuda",
-        cfg.channels_last, asdict(cfg.latency),
+        plan.name, plan.data_cfg["input_size"], str(job.device), env, job.precision, cfg.channels_last,
+        asdict(cfg.latency), cfg.compile,
     )  # fmt: skip
     with cache_lock(cache.latency_path(key)):
         table = cache.load_latency(key)
         if table is None:
             model = model if model is not None else stage_model(plan.name, job)
-            net = MultiExitNet([Classifier(model)], [nn.Identity()])
+            net = compiled(MultiExitNet([Classifier(model)], [nn.Identity()]), cfg.compile)
             table = measure(net, example_images(split, plan.transform), job)
             cache.save_latency(key, table)
     return table, model
@@ -294,7 +283,7 @@ def cascade_costs(
         meta["benchmark_file"] = str(tables.benchmark_file)
     else:
         cost = [float(v) / b0 for v in table[table["batch_size"] == b0].sort_values("stage")["median_ms"]]
-        unit = f"ms per image (measured, batch {b0}, {device_environment(job.device)['device']})"
+        unit = f"ms per image (measured, batch {b0}, {environment(job.device)['device']})"
     if tables is not None and tables.accuracy_file is not None:
         meta["accuracy_file"] = str(tables.accuracy_file)
     return cost, unit, meta

@@ -9,7 +9,7 @@ from typing import Any
 
 from ttamer.errors import FieldError, check_bounds
 from ttamer.workloads.base import WorkloadConfig, register_workload
-from ttamer.workloads.latency import LatencyConfig
+from ttamer.workloads.latency import INFERENCE_PRECISIONS, LatencyConfig
 
 MODES = ("exits", "cascade")
 COST_SOURCES = ("measured", "timm_table")
@@ -19,7 +19,7 @@ DEFAULT_MODELS = ("resnet18.a1_in1k", "resnet50.a1_in1k")
 DEFAULT_DATA_ROOT = "../shared/data"  # conf/config.yaml's data_root; the YAML sets the paths from it
 # fields added after traces were cached: in the trace key only when set (not null)
 KEYED_WHEN_SET = ("val_labels", "val_label_map")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = INFERENCE_PRECISIONS
 TOKEN_POOLS = ("auto", "token", "avg")
 # speed options and head-training fields added after traces were cached: in the trace key only
 # when they differ from these defaults (dotted paths for nested fields)

@@ -27,6 +27,7 @@ from ttamer.model.skip_costs import shared_backbone_groups, skip_meta
 from ttamer.traces.trace import Trace
 from ttamer.workloads.latency import environment, head_cost_per_request
 from ttamer.workloads.multi_exit import MultiExitNet
+from ttamer.workloads.speed import compiled
 from ttamer.workloads.vision.imagenet_timm.data import (
     ImageSplit,
     eval_transform,
@@ -42,7 +43,6 @@ from ttamer.workloads.vision.imagenet_timm.running import (
     Job,
     Outputs,
     build_trace,
-    compiled,
     measure,
     run_info,
     to_device,
@@ -117,7 +117,7 @@ def exits_trace_and_model(job: Job) -> tuple[Trace, MultiExitNet]:
     cfg = job.config
     train_split, val_split, space = splits(job)
     net, stages = network(job, num_classes(space, train_split))
-    runner = compiled(net, cfg)
+    runner = compiled(net, cfg.compile)
     history = fit_heads(net, runner, stages, train_split, space, job)
     transform, data_cfg = eval_transform(cfg.model, cfg.use_test_size)
     out = exits_outputs(runner, loader(val_split, transform, cfg, job.device), job)

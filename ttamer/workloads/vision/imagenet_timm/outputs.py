@@ -8,12 +8,13 @@ config's architecture, tag and source; random: the seed they were drawn with), t
 files traced, relative to the val folder, their sizes, labels and label space: this covers the val
 listing, ``val_per_class`` and the subset seed), the preprocessing (timm's resolved data config:
 input size, crop, mean/std, interpolation; and ``use_test_size``) and the numeric precision
-(float16 autocast changes the logits; the device and memory layout do not beyond rounding, so an
+(bf16 or fp16 autocast changes the logits; the device and memory layout do not beyond rounding, so an
 entry made on a GPU serves a CPU run). Costs, order and stage subsets are applied afterwards.
 
 A model's **measured latency** table is keyed (:func:`latency_key`) by the model name, its input
 size, the device it ran on and the environment label of that device (GPU name or CPU type, CPU
-count, torch threads, library versions), AMP, channels_last and the latency settings
+count, torch threads, library versions), the precision, torch.compile, channels_last and the
+latency settings
 (``batch_sizes``, ``warmup``, ``repeats``, ``threads``): it is reused only for the same hardware
 and timing protocol.
 
@@ -94,11 +95,16 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
+AUTOCAST_NAMES = {"fp32": "float32", "fp16": "float16-autocast", "bf16": "bfloat16-autocast"}
+"""How the key names each inference precision (the first two as before bf16 existed)."""
+
+
 def outputs_key(
-    name: str, weights: dict[str, Any], images: str, data_cfg: dict[str, Any], use_test_size: bool, amp: bool
-) -> dict[str, Any]:
-    """The key payload of a model's outputs (see the module docstring); ``amp``: float16
-    autocast was in effect (CUDA with ``amp``)."""
+    name: str, weights: dict[str, Any], images: str, data_cfg: dict[str, Any], use_test_size: bool,
+    precision: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The key payload of a model's outputs (see the module docstring); ``precision``: the
+    autocast in effect (fp32 | fp16 | bf16)."""
     return {
         "format": FORMAT,
         "model": name,
@@ -106,19 +112,26 @@ def outputs_key(
         "images": images,
         "preprocessing": {k: _plain(v) for k, v in sorted(data_cfg.items())},
         "use_test_size": bool(use_test_size),
-        "precision": "float16-autocast" if amp else "float32",
+        "precision": AUTOCAST_NAMES[precision],
     }
 
 
 def latency_key(
-    name: str, input_size: Any, device: str, env: dict[str, str], amp: bool, channels_last: bool,
-    latency: dict[str, Any],
+    name: str, input_size: Any, device: str, env: dict[str, str], precision: str, channels_last: bool,
+    latency: dict[str, Any], compile: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """The key payload of a model's measured latency (see the module docstring)."""
-    return {
+    """The key payload of a model's measured latency (see the module docstring); fp32 and fp16
+    keep the keys they had as ``amp`` false and true; bf16 and ``compile`` are keyed when set."""
+    key: dict[str, Any] = {
         "format": FORMAT, "model": name, "input_size": _plain(input_size), "device": device,
-        "environment": env, "amp": bool(amp), "channels_last": bool(channels_last), "latency": latency,
+        "environment": env, "amp": precision == "fp16", "channels_last": bool(channels_last),
+        "latency": latency,
     }  # fmt: skip
+    if precision == "bf16":
+        key["precision"] = precision
+    if compile:
+        key["compile"] = True
+    return key
 
 
 def _stem(name: str) -> str:

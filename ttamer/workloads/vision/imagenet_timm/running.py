@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 from numpy.typing import NDArray
-from torch import nn
 
 from ttamer.errors import FieldError
 from ttamer.traces.trace import Trace
 from ttamer.workloads.base import resolve_path
 from ttamer.workloads.latency import environment, measure_stage_latency, warm_up
 from ttamer.workloads.multi_exit import MultiExitNet
+from ttamer.workloads.speed import precision_autocast
 from ttamer.workloads.vision.imagenet_timm.config import ImageNetTimmConfig
 
 
@@ -83,31 +83,6 @@ def run_precision(config: ImageNetTimmConfig, device: torch.device) -> str:
     if config.precision != "fp32":
         return config.precision
     return "fp16" if config.amp and device.type == "cuda" else "fp32"
-
-
-def precision_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """Autocast to ``precision`` (bf16 | fp16) on ``device``'s type; fp32: nothing."""
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtypes[precision])
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision (as timm's AMP benchmarks) on CUDA when ``enabled``; else nothing (the
-    ``amp`` field alone; :meth:`Job.autocast` follows ``precision`` too)."""
-    return precision_autocast(device, "fp16" if enabled and device.type == "cuda" else "fp32")
-
-
-def compiled(net: MultiExitNet, config: ImageNetTimmConfig) -> MultiExitNet:
-    """``net`` itself, or with ``config.compile`` a view of it whose segments and heads are each
-    ``torch.compile``d (same parameters; ``net`` keeps its own state-dict names). Graphs are
-    built on first use: :func:`measure` warms them before timing."""
-    if not config.compile:
-        return net
-    segments: list[nn.Module] = [torch.compile(s) for s in net.segments]  # type: ignore[misc]
-    heads: list[nn.Module] = [torch.compile(h) for h in net.heads]  # type: ignore[misc]
-    return MultiExitNet(segments, heads)
 
 
 def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:

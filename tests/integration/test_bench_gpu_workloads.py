@@ -1,0 +1,68 @@
+"""``scripts/bench_gpu_workloads.py`` on a CPU with tiny models: every check runs end to end on
+the generated stand-ins, the reordered cascade runs no model again and costs what the first
+cascade measured, and the tables record the speed options and the device used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "bench_gpu_workloads.py"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    out = tmp_path_factory.mktemp("gpu")
+    proc = run("--device", "cpu", "--size", "tiny", "--precision", "bf16", "--no-compile", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stem = out / "bench_gpu_workloads-cpu-bf16"
+    return pd.read_csv(f"{stem}-runs.csv"), pd.read_csv(f"{stem}-stages.csv")
+
+
+def test_every_check_runs_on_the_device_asked_for(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    runs, stages = tables
+    assert list(runs["check"]) == [
+        "imagenet_cascade", "imagenet_cascade_reordered", "imagenet_exits_cnn", "imagenet_exits_vit",
+        "glue_bert", "glue_gpt2",
+    ]  # fmt: skip
+    assert set(runs["device"]) == {"cpu"} and set(runs["precision"]) == {"bf16"}
+    assert (runs["wall_s"] > 0).all() and (runs["n_samples"] > 0).all()
+    assert set(stages["precision"]) == {"bf16"} and set(stages["compile"]) == {False}
+    assert (stages["median_ms"] > 0).all() and set(stages["batch_size"]) == {1, 4}
+
+
+def test_reordered_cascade_reuses_every_model(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    runs, stages = tables
+    by = runs.set_index("check")
+    assert by.loc["imagenet_cascade", "models_run"] == 2
+    assert by.loc["imagenet_cascade_reordered", "models_run"] == 0
+    first = np.array(by.loc["imagenet_cascade", "cost_ms"].split(), dtype=float)
+    again = np.array(by.loc["imagenet_cascade_reordered", "cost_ms"].split(), dtype=float)
+    np.testing.assert_array_equal(again, first[::-1])
+    names = stages[stages["check"] == "imagenet_cascade_reordered"].sort_values("stage")["stage_name"]
+    assert list(dict.fromkeys(names)) == ["test_vit", "resnet10t"]
+
+
+def test_text_checks_time_every_layer(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    runs, stages = tables
+    for check in ("glue_bert", "glue_gpt2"):
+        rows = stages[stages["check"] == check]
+        assert sorted(set(rows["stage_name"])) == ["layer1", "layer2", "layer3"]
+        assert (rows["head_median_ms"] <= rows["median_ms"]).all()
+    assert runs.set_index("check").loc["glue_bert", "stages"] == "layer1 > layer2 > layer3"
+
+
+def test_unknown_check_is_refused(tmp_path: Path) -> None:
+    proc = run("--device", "cpu", "--only", "imagenet_cascade,nope", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "--only: unknown checks ['nope']" in proc.stderr
+    assert not list(tmp_path.iterdir())
