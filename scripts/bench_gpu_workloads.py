@@ -17,8 +17,9 @@ local tokenizer, MRPC-like sentence pairs. No download is needed. The checks, in
 Every check runs at ``--precision`` (autocast) with ``--compile`` (torch.compile, graphs warmed
 before timing), cuDNN autotuning and channels_last on CUDA. Written after every check (atomic):
 ``<out>/bench_gpu_workloads-<device>-<precision>[-compile]-runs.csv`` (one row per check: wall
-seconds, models run, stage costs) and ``-stages.csv`` (each stage's median, p10 and p90 ms at every batch size, and
-its exit head's). ``--size tiny`` runs tiny models on a few images (the tests, on a CPU).
+seconds, models run, stage costs) and ``-stages.csv`` (each stage's median, p10 and p90 ms at
+every batch size, and its exit head's). ``--size tiny`` runs tiny models on a few images (the
+tests, on a CPU).
 
     python scripts/bench_gpu_workloads.py --device cuda --out results/device
 """
