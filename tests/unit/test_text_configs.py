@@ -48,7 +48,8 @@ GLUE_YAML = {
 FINETUNE = {"epochs": 3, "batch_size": 32, "backbone_lr": 2e-5, "head_lr": 1e-3, "weight_decay": 0.01,
             "warmup_fraction": 0.1, "max_grad_norm": 1.0, "precision": "auto"}  # fmt: skip
 ADDED_TRAIN = {"recipe": "heads", "finetune": FINETUNE}
-ADDED_GLUE = {"device": "auto", "pair_separator": "{eos} "}
+ADDED_SPEED = {"precision": "fp32", "compile": False}
+ADDED_GLUE = {"device": "auto", "pair_separator": "{eos} ", **ADDED_SPEED}
 STUDY_KEYS = ("cache_dir", "recompute", "n_splits", "fit_fraction", "reference", "deltas", "target", "fit")
 
 
@@ -58,7 +59,7 @@ def as_json(config: object) -> str:
 
 
 @pytest.mark.parametrize(
-    "cls, yaml, added", [(Sst2MinilmConfig, SST2_YAML, {}), (GlueHfConfig, GLUE_YAML, ADDED_GLUE)]
+    "cls, yaml, added", [(Sst2MinilmConfig, SST2_YAML, ADDED_SPEED), (GlueHfConfig, GLUE_YAML, ADDED_GLUE)]
 )
 def test_defaults_are_the_former_yaml_values(cls: type, yaml: dict[str, Any], added: dict[str, Any]) -> None:
     """The former values, plus the fields added since (glue_hf's device became ``auto``)."""

@@ -101,10 +101,10 @@ class TextExitsConfig(WorkloadConfig):
     first gives the trace's cost; its ``threads``: torch CPU threads while timing, None: the
     run's). Inference speed (README: workloads): ``precision`` fp32 | bf16 | fp16 autocast
     while computing the exits' outputs and timing them (fine-tuning has its own
-    ``train.finetune.precision``); ``compile``: torch.compile each
-    stage for the evaluation pass and the timing (graphs warmed before timing); both are keyed
-    only when set. The trace study's defaults here: savings at the last exit's accuracy
-    (``reference``), 6 confidence bins per stage (``fit.n_bins``)."""
+    ``train.finetune.precision``); ``compile``: torch.compile each stage for the evaluation pass
+    and the timing (graphs warmed before timing); both are keyed only when set. The trace
+    study's defaults here: savings at the last exit's accuracy (``reference``), 6 confidence
+    bins per stage (``fit.n_bins``)."""
 
     cache_dir: str = ".cache/ttamer/traces/trace"
     reference: str = "last_stage"

@@ -8,15 +8,15 @@ config's architecture, tag and source; random: the seed they were drawn with), t
 files traced, relative to the val folder, their sizes, labels and label space: this covers the val
 listing, ``val_per_class`` and the subset seed), the preprocessing (timm's resolved data config:
 input size, crop, mean/std, interpolation; and ``use_test_size``) and the numeric precision
-(bf16 or fp16 autocast changes the logits; the device and memory layout do not beyond rounding, so an
-entry made on a GPU serves a CPU run). Costs, order and stage subsets are applied afterwards.
+(bf16 or fp16 autocast changes the logits; the device, memory layout and torch.compile do not
+beyond rounding, so an entry made on a GPU serves a CPU run). Costs, order and stage subsets are
+applied afterwards.
 
 A model's **measured latency** table is keyed (:func:`latency_key`) by the model name, its input
 size, the device it ran on and the environment label of that device (GPU name or CPU type, CPU
 count, torch threads, library versions), the precision, torch.compile, channels_last and the
-latency settings
-(``batch_sizes``, ``warmup``, ``repeats``, ``threads``): it is reused only for the same hardware
-and timing protocol.
+latency settings (``batch_sizes``, ``warmup``, ``repeats``, ``threads``): it is reused only for
+the same hardware and timing protocol.
 
 Files: ``<cache_dir>/imagenet_outputs/<model>-<key>.npz`` (outputs, the key's payload inside,
 checked on reading) and ``<model>-latency-<key>.json``; written atomically under a file lock
