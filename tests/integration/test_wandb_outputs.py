@@ -152,6 +152,16 @@ def test_run_config_has_the_pivot_keys_and_the_resolved_config(synthetic_run: Pa
     assert resolved["sweep"]["lam_grid"]["num"] == 12
 
 
+@pytest.mark.parametrize("value", ["", "OFFLINE", "dryrun"])
+def test_wandb_mode_spellings_from_the_environment(tmp_path: Path, value: str) -> None:
+    """An empty ``WANDB_MODE`` means unset (the configured offline mode); other spellings of a
+    mode are accepted as their mode: the run is made, with no error from W&B's own check."""
+    out = tmp_path / "run"
+    proc = run_app(f"hydra.run.dir={out}", *SYNTHETIC, env=app_env(WANDB_MODE=value))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert run_record(wandb_records(offline_run(out))).job_type == "synthetic_study"
+
+
 def test_synthetic_instances_artifact_and_lower_bound_chart(synthetic_run: Path) -> None:
     run = offline_run(synthetic_run)
     records = wandb_records(run)

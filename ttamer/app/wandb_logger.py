@@ -125,6 +125,8 @@ class ExperimentLogger:
         mode = self.config.effective_mode()
         if mode == "disabled" or self._run is not None:
             return self
+        if os.environ.get("WANDB_MODE", mode) != mode:  # empty, another case, an alias: wandb
+            os.environ["WANDB_MODE"] = mode  # validates it itself; give it the mode decided here
         import wandb  # lazy: heavy, and unused when logging is off
 
         cfg = self.config
