@@ -231,12 +231,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def device_problem(name: str) -> str | None:
+    """Why ``--device`` cannot run here (None: it can)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return f"--device: not a torch device: {name!r}"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return f"--device: {name!r} asked for, but CUDA is not available here"
+    if device.type not in ("cpu", "cuda"):
+        return f"--device: cpu or cuda[:<index>], got {name!r}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     checks = [c.strip() for c in args.only.split(",") if c.strip()]
     unknown = sorted(set(checks) - set(CHECKS))
-    if unknown or not checks:
-        print(f"--only: unknown checks {unknown}; choose from {', '.join(CHECKS)}", file=sys.stderr)
+    problem = device_problem(args.device)
+    if unknown or not checks or problem:
+        choose = f"--only: unknown checks {unknown}; choose from {', '.join(CHECKS)}"
+        print(problem or choose, file=sys.stderr)
         return 2
     if "imagenet_cascade_reordered" in checks and "imagenet_cascade" not in checks:
         checks.insert(checks.index("imagenet_cascade_reordered"), "imagenet_cascade")

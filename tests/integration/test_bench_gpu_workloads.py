@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "bench_gpu_workloads.py"
@@ -62,7 +63,24 @@ def test_text_checks_time_every_layer(tables: tuple[pd.DataFrame, pd.DataFrame])
     assert runs.set_index("check").loc["glue_bert", "stages"] == "layer1 > layer2 > layer3"
 
 
-def test_unknown_check_is_refused(tmp_path: Path) -> None:
-    proc = run("--device", "cpu", "--only", "imagenet_cascade,nope", "--out", str(tmp_path))
-    assert proc.returncode == 2 and "--only: unknown checks ['nope']" in proc.stderr
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--device", "cpu", "--only", "imagenet_cascade,nope"), "--only: unknown checks ['nope']"),
+        (("--device", "cpu", "--only", ","), "--only: unknown checks []"),
+        (("--device", "bogus"), "--device: not a torch device: 'bogus'"),
+        (("--device", "meta"), "--device: cpu or cuda[:<index>], got 'meta'"),
+    ],
+)
+def test_bad_arguments_are_refused_in_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    proc = run(*args, "--out", str(tmp_path))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(message)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where CUDA is missing")
+def test_cuda_refused_where_missing(tmp_path: Path) -> None:
+    proc = run("--device", "cuda", "--out", str(tmp_path))
+    expected = "--device: 'cuda' asked for, but CUDA is not available here"
+    assert proc.returncode == 2 and proc.stderr.strip() == expected
