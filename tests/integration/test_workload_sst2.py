@@ -149,7 +149,7 @@ def test_sst2_minilm_end_to_end_small(tmp_path: Path) -> None:
     summary = pd.read_csv(run_dir / "sst2_minilm_summary.csv")
     assert "saving_at_delta_1" in set(summary["metric"])
     assert (run_dir / "fig_sst2_minilm.png").read_bytes()[:4] == b"\x89PNG"
-    (latency,) = run_dir.glob("benchmark-infer-*-sst2_minilm.csv")
+    (latency,) = run_dir.glob("benchmark-infer-fp32-*-sst2_minilm.csv")  # the layers' precision
     table = pd.read_csv(latency)
     assert list(table["stage_name"].unique()) == ["vader", *[f"layer{i}" for i in range(1, 7)]]
     assert set(table["batch_size"]) == {1, 4} and (table["median_ms"] > 0).all()
