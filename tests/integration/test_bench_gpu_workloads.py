@@ -84,3 +84,35 @@ def test_cuda_refused_where_missing(tmp_path: Path) -> None:
     proc = run("--device", "cuda", "--out", str(tmp_path))
     expected = "--device: 'cuda' asked for, but CUDA is not available here"
     assert proc.returncode == 2 and proc.stderr.strip() == expected
+
+
+def test_device_check_dry_run_on_the_cpu(tmp_path: Path) -> None:
+    """The device check's whole flow on a CPU with tiny sizes: every step runs, the tables land
+    in $RESULTS, and $OUT gets what the device tool can bring back (at most 8 plain files with
+    plain names), the archive holding every table."""
+    import os
+    import re
+    import tarfile
+
+    out, results = tmp_path / "out", tmp_path / "device"
+    out.mkdir()
+    env = {
+        **os.environ, "DEVICE": "cpu", "SIZE": "tiny", "CHECK_ARGS": "--no-compile --only glue_gpt2",
+        "SOLVER_ARGS": "--sizes 20:3 --main 20:3 --repeats 1", "SERVING": "off", "RESULTS": str(results),
+        "OUT": str(out),
+    }  # fmt: skip
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "device_check.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    made = sorted(p.name for p in results.iterdir())
+    assert made == [
+        "bench_gpu_workloads-cpu-bf16-runs.csv", "bench_gpu_workloads-cpu-bf16-stages.csv",
+        "bench_gpu_workloads-cpu-fp32-runs.csv", "bench_gpu_workloads-cpu-fp32-stages.csv",
+        "bench_solver_cpu.json",
+    ]  # fmt: skip
+    back = sorted(p.name for p in out.iterdir())
+    assert len(back) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in back)
+    assert back == sorted([*made[:4], "device_check.tgz"])
+    with tarfile.open(out / "device_check.tgz") as tar:
+        assert sorted(Path(n).name for n in tar.getnames() if n.count("/")) == made
+    assert set(pd.read_csv(results / "bench_gpu_workloads-cpu-fp32-runs.csv")["check"]) == {"glue_gpt2"}
