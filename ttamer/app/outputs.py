@@ -223,9 +223,8 @@ def write_latency(trace: Trace, name: str, out: Path) -> None:
     for key, value in env.items():
         table[key] = value
     precision = "amp" if trace.meta.get("amp", "").lower() in ("true", "1") else "fp32"  # older traces
-    recorded = table["precision"].dropna() if "precision" in table.columns else ()
-    if len(recorded):  # stages timed outside the network (a lexicon stage) record none
-        precision = str(recorded.iloc[0])
+    if "precision" in table.columns and table["precision"].notna().any():
+        precision = str(table["precision"].dropna().iloc[0])  # a lexicon stage records none
     write_table(table, out / benchmark_filename(name, env, precision))
 
 
