@@ -194,11 +194,12 @@ def device_slug(device: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", environment(device)["device"].lower()).strip("-")
 
 
-def run_all(setup: Setup, checks: list[str], out: Path) -> pd.DataFrame:
-    """Every chosen check in order; both tables rewritten after each one. Returns the runs."""
+def run_all(setup: Setup, checks: list[str], outs: list[Path]) -> pd.DataFrame:
+    """Every chosen check in order; both tables rewritten in every folder of ``outs`` after each
+    one. Returns the runs."""
     configs = check_configs(setup)
     speed = setup.precision + ("-compile" if setup.compile else "")
-    stem = out / f"bench_gpu_workloads-{device_slug(setup.device)}-{speed}"
+    stem = f"bench_gpu_workloads-{device_slug(setup.device)}-{speed}"
     rows, stages = [], []
     for name in checks:
         workload, config = configs[name]
@@ -207,8 +208,9 @@ def run_all(setup: Setup, checks: list[str], out: Path) -> pd.DataFrame:
         rows.append(row)
         stages.append(table)
         print(f"   {row['wall_s']:.1f} s, cost {row['cost_ms']} ({row['cost_unit']})", flush=True)
-        write_table(pd.DataFrame(rows).astype({"models_run": "Int64"}), f"{stem}-runs.csv")
-        write_table(pd.concat(stages, ignore_index=True), f"{stem}-stages.csv")
+        for out in outs:
+            write_table(pd.DataFrame(rows).astype({"models_run": "Int64"}), out / f"{stem}-runs.csv")
+            write_table(pd.concat(stages, ignore_index=True), out / f"{stem}-stages.csv")
     return pd.DataFrame(rows).astype({"models_run": "Int64"})
 
 
@@ -223,7 +225,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="torch.compile")
     p.add_argument("--only", default=",".join(CHECKS), help=f"comma-separated checks (default all: {CHECKS})")
-    p.add_argument("--out", type=Path, default=Path("results/device"), help="folder of the two tables")
+    p.add_argument("--out", type=Path, action="append", help="folder of the two tables (repeat: several; "
+                   "default results/device)")  # fmt: skip
     p.add_argument(
         "--work", type=Path, default=None, help="generated inputs (default: temporary)"
     )
@@ -257,12 +260,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "imagenet_cascade_reordered" in checks and "imagenet_cascade" not in checks:
         checks.insert(checks.index("imagenet_cascade_reordered"), "imagenet_cascade")
-    args.out.mkdir(parents=True, exist_ok=True)
+    outs = args.out or [Path("results/device")]
+    for out in outs:
+        out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ttamer-gpu-") as tmp:
         work = args.work if args.work is not None else Path(tmp)
         setup = Setup(SIZES[args.size], args.device, args.precision, args.compile, work, args.seed)
         generate(setup, checks)
-        runs = run_all(setup, checks, args.out)
+        runs = run_all(setup, checks, outs)
     print(runs[["check", "device", "wall_s", "models_run", "cost_ms"]].to_string(index=False))
     return 0
 

@@ -59,7 +59,7 @@ def test_text_checks_time_every_layer(tables: tuple[pd.DataFrame, pd.DataFrame])
     for check in ("glue_bert", "glue_gpt2"):
         rows = stages[stages["check"] == check]
         assert sorted(set(rows["stage_name"])) == ["layer1", "layer2", "layer3"]
-        assert (rows["head_median_ms"] <= rows["median_ms"]).all()
+        assert rows["head_median_ms"].notna().all() and (rows["head_median_ms"] > 0).all()
     assert runs.set_index("check").loc["glue_bert", "stages"] == "layer1 > layer2 > layer3"
 
 
