@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks, as one short script for a lent accelerator (device tool), run from the repository
-# root; about 8 minutes on an H100:
+# root; sized to fit one 10-minute call (not yet timed on a GPU):
 # 1. the ImageNet and GLUE workloads end to end on generated stand-ins with random weights
 #    (scripts/bench_gpu_workloads.py): bf16 autocast with torch.compile, then fp32 eager as the
 #    baseline; each stage's timings recorded;
