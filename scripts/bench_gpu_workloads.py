@@ -10,7 +10,7 @@ local tokenizer, MRPC-like sentence pairs. No download is needed. The checks, in
 2. ``imagenet_cascade_reordered``: the same models reversed, which must run no model again
    (``models_run`` 0: the per-model output cache);
 3. ``imagenet_exits_cnn`` and ``imagenet_exits_vit``: exit heads trained from cached pooled
-   features of a CNN and of a vision transformer;
+   features of a CNN (after every stage) and of a vision transformer (after every third block);
 4. ``glue_bert``: BERT fine-tuned with the ``finetune`` recipe (autocast training on CUDA);
 5. ``glue_gpt2``: GPT-2 with heads on the frozen backbone, sentence pairs joined by the separator.
 
@@ -61,6 +61,7 @@ class Size:
     cascade: tuple[str, ...]
     exits_cnn: str
     exits_vit: str
+    vit_exits: tuple[int, ...]
     classes: int
     per_class: int
     pixels: int
@@ -74,9 +75,9 @@ class Size:
 
 SIZES = {
     "full": Size(("resnet18", "resnet50", "vit_base_patch16_224"), "resnet50", "vit_small_patch16_224",
-                 20, 16, 256, 64, 4, LatencyConfig((1, 64), warmup=10, repeats=30), "base", (512, 256),
-                 (8, 40)),
-    "tiny": Size(("resnet10t", "test_vit"), "resnet10t", "test_vit", 3, 4, 48, 8, 0,
+                 (2, 5, 8, 11), 20, 16, 256, 64, 4, LatencyConfig((1, 64), warmup=10, repeats=30), "base",
+                 (512, 256), (8, 40)),
+    "tiny": Size(("resnet10t", "test_vit"), "resnet10t", "test_vit", (1, 3, 5), 3, 4, 48, 8, 0,
                  LatencyConfig((1, 4), warmup=1, repeats=2), "tiny", (48, 24), (3, 6)),
 }  # fmt: skip
 
@@ -123,7 +124,8 @@ def check_configs(setup: Setup) -> dict[str, tuple[str, Any]]:
         "imagenet_cascade": (vision, imagenet_config(setup, mode="cascade", models=s.cascade)),
         "imagenet_cascade_reordered": (vision, imagenet_config(setup, mode="cascade", models=reordered)),
         "imagenet_exits_cnn": (vision, imagenet_config(setup, mode="exits", model=s.exits_cnn, train=heads)),
-        "imagenet_exits_vit": (vision, imagenet_config(setup, mode="exits", model=s.exits_vit, train=heads)),
+        "imagenet_exits_vit": (vision, imagenet_config(setup, mode="exits", model=s.exits_vit, train=heads,
+                                                       out_indices=s.vit_exits)),
         "glue_bert": ("glue_hf", glue_config(setup, "bert", bert)),
         "glue_gpt2": ("glue_hf", glue_config(setup, "gpt2", TextTrainConfig(epochs=5))),
     }  # fmt: skip

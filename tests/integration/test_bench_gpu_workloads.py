@@ -88,7 +88,7 @@ def test_cuda_refused_where_missing(tmp_path: Path) -> None:
 
 def test_device_check_dry_run_on_the_cpu(tmp_path: Path) -> None:
     """The device check's whole flow on a CPU with tiny sizes: every step runs, the tables land
-    in $RESULTS, and $OUT gets what the device tool can bring back (at most 8 plain files with
+    in $RESULTS/all, and $OUT gets what the device tool can bring back (at most 8 plain files with
     plain names), the archive holding every table."""
     import os
     import re
@@ -104,7 +104,7 @@ def test_device_check_dry_run_on_the_cpu(tmp_path: Path) -> None:
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "device_check.sh")], env=env, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    made = sorted(p.name for p in results.iterdir())
+    made = sorted(p.name for p in (results / "all").iterdir())
     assert made == [
         "bench_gpu_workloads-cpu-bf16-runs.csv", "bench_gpu_workloads-cpu-bf16-stages.csv",
         "bench_gpu_workloads-cpu-fp32-runs.csv", "bench_gpu_workloads-cpu-fp32-stages.csv",
@@ -115,4 +115,5 @@ def test_device_check_dry_run_on_the_cpu(tmp_path: Path) -> None:
     assert back == sorted([*made[:4], "device_check.tgz"])
     with tarfile.open(out / "device_check.tgz") as tar:
         assert sorted(Path(n).name for n in tar.getnames() if n.count("/")) == made
-    assert set(pd.read_csv(results / "bench_gpu_workloads-cpu-fp32-runs.csv")["check"]) == {"glue_gpt2"}
+    eager = pd.read_csv(results / "all" / "bench_gpu_workloads-cpu-fp32-runs.csv")
+    assert set(eager["check"]) == {"glue_gpt2"}
