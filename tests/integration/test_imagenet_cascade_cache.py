@@ -330,3 +330,32 @@ def test_measured_costs_come_from_the_cached_table(tmp_path: Path, data: dict[st
     at2 = table[table["batch_size"] == 2].sort_values("stage")["median_ms"].to_numpy()
     np.testing.assert_allclose(second.cost, at2 / 2)
     assert second.cost_unit == "ms per image (measured, batch 2, cpu)"
+
+
+def test_compiled_cascade_gives_the_eager_outputs(tmp_path: Path, data: dict[str, Path]) -> None:
+    """``compile: true``: the inference pass runs the compiled model (same predictions, and
+    probabilities to float rounding), its outputs are shared with eager runs (not keyed by
+    compile), and the latency is measured again, compiled, and recorded as such."""
+    cfg = ImageNetTimmConfig(**FAST, data_dir=str(data["folders"]), models=MODELS, device="cpu",
+                             cache_dir=str(tmp_path / "a"))  # fmt: skip
+    eager = imagenet_trace(cfg, 0)
+    ran: list[str] = []
+    original = cascade.classify
+
+    def classify(model: Any, *args: Any) -> Any:
+        ran.append(type(model).__name__)
+        return original(model, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cascade, "classify", classify)
+        fast = imagenet_trace(replace(cfg, compile=True, cache_dir=str(tmp_path / "b")), 0)
+        assert ran == ["OptimizedModule"] * len(MODELS)  # torch.compile's wrapper
+        again = imagenet_trace(replace(cfg, compile=True), 0)  # eager outputs in the cache serve it
+        assert len(ran) == len(MODELS)
+    np.testing.assert_array_equal(fast.pred, eager.pred)
+    assert fast.probs is not None and eager.probs is not None
+    np.testing.assert_allclose(fast.probs, eager.probs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(again.pred, eager.pred)
+    assert set(latency_table_from_trace(eager)["compile"]) == {False}
+    for trace in (fast, again):
+        assert set(latency_table_from_trace(trace)["compile"]) == {True}

@@ -40,7 +40,6 @@ from ttamer.traces.trace import Trace
 from ttamer.workloads.base import resolve_path
 from ttamer.workloads.latency import environment
 from ttamer.workloads.multi_exit import MultiExitNet
-from ttamer.workloads.speed import compiled
 from ttamer.workloads.vision.imagenet_timm.data import (
     ImageSplit,
     eval_transform,
@@ -190,6 +189,17 @@ def stage_model(name: str, job: Job) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
 
+def stage_runner(name: str, job: Job) -> tuple[nn.Module, int]:
+    """The timm classifier ``name`` as the module that runs (with ``compile``: torch.compile'd,
+    so that the inference pass and the timing share its graphs) and its number of classes."""
+    model = stage_model(name, job)
+    n_out = int(getattr(model, "num_classes", 0) or 0)
+    runner: nn.Module = Classifier(model)
+    if job.config.compile:
+        runner = torch.compile(runner)  # type: ignore[assignment]
+    return runner, n_out
+
+
 def check_classes(name: str, n_out: int, split: ImageSplit, space: str, job: Job) -> None:
     """A clear error when model ``name`` (``n_out`` classes) cannot serve the labels."""
     needed = 1000 if space == "imagenet" else len(split.classes)
@@ -204,7 +214,7 @@ def stage_outputs(
     job: Job, plan: Plan, split: ImageSplit, space: str, cache: OutputCache, images: str
 ) -> tuple[ModelOutputs, str, nn.Module | None]:
     """Model ``plan.name``'s outputs on ``split``: from the output cache, else computed (and
-    cached); their key's digest; the model when it was created here."""
+    cached); their key's digest; the model (:func:`stage_runner`) when it was created here."""
     cfg = job.config
     weights = weights_id(plan.name, cfg.pretrained, job.seed)
     key = outputs_key(plan.name, weights, images, plan.data_cfg, cfg.use_test_size, job.precision)
@@ -212,8 +222,7 @@ def stage_outputs(
     with cache_lock(cache.outputs_path(key)):
         out = cache.load_outputs(key, len(split.paths), cfg.store_probs)
         if out is None:
-            model = stage_model(plan.name, job)
-            n_out = int(getattr(model, "num_classes", 0) or 0)
+            model, n_out = stage_runner(plan.name, job)
             check_classes(plan.name, n_out, split, space, job)
             log.info("cascade model %s at %s: running on %d images", plan.name, plan.data_cfg["input_size"],
                      len(split.paths))  # fmt: skip
@@ -240,8 +249,8 @@ def stage_latency(
     with cache_lock(cache.latency_path(key)):
         table = cache.load_latency(key)
         if table is None:
-            model = model if model is not None else stage_model(plan.name, job)
-            net = compiled(MultiExitNet([Classifier(model)], [nn.Identity()]), cfg.compile)
+            model = model if model is not None else stage_runner(plan.name, job)[0]
+            net = MultiExitNet([model], [nn.Identity()])
             table = measure(net, example_images(split, plan.transform), job)
             cache.save_latency(key, table)
     return table, model

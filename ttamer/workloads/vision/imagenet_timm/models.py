@@ -38,7 +38,8 @@ def weights_message(name: str, exc: BaseException) -> str:
 
 
 class Classifier(nn.Module):
-    """A whole model as a one-stage ``MultiExitNet`` segment (for latency measurement)."""
+    """A whole model as one module: a cascade stage's inference pass and its one-stage
+    ``MultiExitNet`` segment for latency measurement."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
