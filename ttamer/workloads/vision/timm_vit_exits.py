@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ttamer.workloads.vision.timm_exits import StageInfo
+from ttamer.workloads.vision.timm_exits import PooledLinearHead, StageInfo
 
 POOLS = ("token", "avg", "distilled")
 
@@ -45,24 +45,22 @@ class TransformerEmbed(nn.Module):
         return out
 
 
-class TokenPoolHead(nn.Module):
+class TokenPoolHead(PooledLinearHead):
     """An exit of a vision transformer: ``norm`` (the model's final norm, or identity), pooling
     of the tokens (B, N, C) -> (B, C) by ``pool`` (:data:`POOLS`: the class token, the mean of the
     tokens after the ``num_prefix_tokens`` prefix tokens, or the mean of the class and
     distillation tokens), ``fc_norm``, then dropout and a linear layer (the trained part:
-    ``drop`` and ``fc``)."""
+    ``drop`` and ``fc``, as in :class:`PooledLinearHead`, whose pooling this replaces)."""
 
     def __init__(
         self, norm: nn.Module, fc_norm: nn.Module, pool: str, num_prefix_tokens: int, in_chs: int,
         num_classes: int, dropout: float = 0.0,
     ):  # fmt: skip
-        super().__init__()
         if pool not in POOLS:
             raise ValueError(f"token_pool: must be one of {POOLS}, got {pool!r}")
+        super().__init__(in_chs, num_classes, dropout=dropout)
         self.norm, self.fc_norm = norm, fc_norm
         self.pool, self.num_prefix_tokens = pool, num_prefix_tokens
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(in_chs, num_classes)
 
     def pool_features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled features (B, C) the linear layer consumes, of tokens (B, N, C)."""
@@ -75,14 +73,6 @@ class TokenPoolHead(nn.Module):
             x = x[:, self.num_prefix_tokens :].mean(dim=1)
         out: torch.Tensor = self.fc_norm(x)
         return out
-
-    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_classes) of pooled features (B, C)."""
-        out: torch.Tensor = self.fc(self.drop(pooled))
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.pool_features(x))
 
 
 def resolve_pool(model: Any, token_pool: str) -> tuple[str, int]:
