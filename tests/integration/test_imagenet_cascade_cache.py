@@ -18,14 +18,14 @@ import torch
 from PIL import Image
 
 from ttamer.errors import FieldError
-from ttamer.traces.cache import config_key
+from ttamer.traces.cache import config_key, digest
 from ttamer.traces.trace import Trace
 from ttamer.workloads.latency import LatencyConfig
 from ttamer.workloads.trace_from_model import latency_table_from_trace
 from ttamer.workloads.vision.imagenet_timm import cascade
 from ttamer.workloads.vision.imagenet_timm.config import ImageNetTimmConfig
 from ttamer.workloads.vision.imagenet_timm.data import imagenet_wnids, read_split
-from ttamer.workloads.vision.imagenet_timm.outputs import digest, latency_key, outputs_key
+from ttamer.workloads.vision.imagenet_timm.outputs import latency_key, outputs_key
 from ttamer.workloads.vision.imagenet_timm.produce import imagenet_trace, produce
 from ttamer.workloads.vision.imagenet_timm.raw_val import ValLabels
 

@@ -27,11 +27,16 @@ log = logging.getLogger(__name__)
 TRACE_FORMAT = 2
 
 
-def config_key(config: Mapping[str, Any]) -> str:
-    """16 hex digits of the SHA-256 of the config and :data:`TRACE_FORMAT` as canonical JSON."""
-    payload = {"config": config, "trace_format": TRACE_FORMAT}
+def digest(payload: Any) -> str:
+    """16 hex digits of the SHA-256 of ``payload`` as canonical JSON (sorted keys, no spaces,
+    ``str`` of what JSON cannot hold): the name of a cache entry made from ``payload``."""
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """The :func:`digest` of the config and :data:`TRACE_FORMAT`."""
+    return digest({"config": config, "trace_format": TRACE_FORMAT})
 
 
 def content_hash(trace: Trace) -> str:

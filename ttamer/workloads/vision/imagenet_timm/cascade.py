@@ -35,7 +35,7 @@ from torch import nn
 
 from ttamer.errors import FieldError
 from ttamer.model.skip_costs import independent_meta
-from ttamer.traces.cache import cache_lock
+from ttamer.traces.cache import cache_lock, digest
 from ttamer.traces.trace import Trace
 from ttamer.workloads.base import resolve_path
 from ttamer.workloads.latency import environment
@@ -53,7 +53,6 @@ from ttamer.workloads.vision.imagenet_timm.outputs import FOLDER as OUTPUTS_FOLD
 from ttamer.workloads.vision.imagenet_timm.outputs import (
     ModelOutputs,
     OutputCache,
-    digest,
     latency_key,
     outputs_key,
     split_digest,

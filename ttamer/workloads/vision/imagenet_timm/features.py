@@ -32,10 +32,10 @@ import torch
 from torch import nn
 
 from ttamer.fileio import atomic_write_bytes, portable_path
-from ttamer.traces.cache import cache_lock
+from ttamer.traces.cache import cache_lock, digest
 from ttamer.workloads.base import resolve_path
 from ttamer.workloads.multi_exit import MultiExitNet
-from ttamer.workloads.vision.imagenet_timm.outputs import digest, weights_id
+from ttamer.workloads.vision.imagenet_timm.outputs import weights_id
 from ttamer.workloads.vision.imagenet_timm.running import Job, to_device
 from ttamer.workloads.vision.timm_exits import StageInfo
 

@@ -39,6 +39,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from ttamer.fileio import atomic_write_bytes, open_npz, portable_path
+from ttamer.traces.cache import digest
 from ttamer.workloads.vision.imagenet_timm.data import ImageSplit
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,6 @@ class ModelOutputs:
     conf: NDArray[np.float64]
     probs: NDArray[np.float32] | None
     num_classes: int
-
-
-def digest(payload: Any) -> str:
-    """16 hex digits of the SHA-256 of ``payload`` as canonical JSON."""
-    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def split_digest(split: ImageSplit, space: str) -> str:
