@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 from ttamer.errors import FieldError, check_bounds
 from ttamer.fitting.chain import FitConfig
@@ -60,6 +60,10 @@ class WorkloadConfig:
     target: str = "label"
     fit: FitConfig = field(default_factory=FitConfig)
 
+    keyed_unless_default: ClassVar[Mapping[str, Any]] = {}
+    """Fields added after traces were cached (dotted paths for nested ones) and their defaults:
+    in the trace key only when they differ, so that earlier traces keep their keys."""
+
     def __post_init__(self) -> None:
         if self.reference not in REFERENCES:
             raise FieldError("reference", f"must be one of {REFERENCES}, got {self.reference!r}")
@@ -74,8 +78,16 @@ class WorkloadConfig:
         return self.name
 
     def trace_key(self, seed: int) -> dict[str, Any]:
-        """The fields that make the trace, with ``seed``: plain data, the trace cache's key."""
+        """The fields that make the trace, with ``seed``: plain data, the trace cache's key
+        (without the fields of :attr:`keyed_unless_default` at their defaults)."""
         data = {k: v for k, v in _plain(self).items() if k not in STUDY_FIELDS}
+        for path, default in self.keyed_unless_default.items():
+            *parents, leaf = path.split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            if leaf in node and node[leaf] == default:
+                del node[leaf]
         data["seed"] = int(seed)
         return data
 

@@ -5,8 +5,9 @@ into a :class:`~ttamer.workloads.multi_exit.TrainConfig`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ttamer.errors import FieldError, check_bounds
 from ttamer.fitting.chain import FitConfig
@@ -119,6 +120,8 @@ class TextExitsConfig(WorkloadConfig):
     precision: str = "fp32"
     compile: bool = False
 
+    keyed_unless_default: ClassVar[Mapping[str, Any]] = {"precision": "fp32", "compile": False}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.precision not in INFERENCE_PRECISIONS:
@@ -141,9 +144,6 @@ class TextExitsConfig(WorkloadConfig):
         if train["recipe"] == "heads":
             del train["recipe"], train["finetune"]
         key["train"] = train
-        for name, default in (("precision", "fp32"), ("compile", False)):
-            if key[name] == default:  # added after traces were cached: keyed only when set
-                del key[name]
         return key
 
 

@@ -4,8 +4,9 @@ them)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ttamer.errors import FieldError, check_bounds
 from ttamer.workloads.base import WorkloadConfig, register_workload
@@ -17,15 +18,13 @@ LABEL_SPACES = ("auto", "imagenet", "folder")
 FINAL_HEADS = ("model", "linear")
 DEFAULT_MODELS = ("resnet18.a1_in1k", "resnet50.a1_in1k")
 DEFAULT_DATA_ROOT = "../shared/data"  # conf/config.yaml's data_root; the YAML sets the paths from it
-# fields added after traces were cached: in the trace key only when set (not null)
-KEYED_WHEN_SET = ("val_labels", "val_label_map")
 PRECISIONS = INFERENCE_PRECISIONS
 TOKEN_POOLS = ("auto", "token", "avg")
-# speed options and head-training fields added after traces were cached: in the trace key only
-# when they differ from these defaults (dotted paths for nested fields)
+# raw-val labels, speed options and head-training fields added after traces were cached: in the
+# trace key only when they differ from these defaults (dotted paths for nested fields)
 KEYED_UNLESS_DEFAULT: dict[str, Any] = {
-    "precision": "fp32", "compile": False, "cudnn_benchmark": False, "persistent_workers": True,
-    "token_pool": "auto", "train.shuffle": True,
+    "val_labels": None, "val_label_map": None, "precision": "fp32", "compile": False,
+    "cudnn_benchmark": False, "persistent_workers": True, "token_pool": "auto", "train.shuffle": True,
 }  # fmt: skip
 EXITS_FORMAT = 2  # in exits traces' keys: heads trained from cached pooled features, no stem exit
 
@@ -168,18 +167,12 @@ class ImageNetTimmConfig(WorkloadConfig):
         if self.amp and self.precision == "bf16":
             raise FieldError("amp", f"amp: true means precision fp16; set precision={self.precision} alone")
 
+    keyed_unless_default: ClassVar[Mapping[str, Any]] = KEYED_UNLESS_DEFAULT
+
     def trace_key(self, seed: int) -> dict[str, Any]:
-        """The trace cache's key; the fields of :data:`KEYED_WHEN_SET` are left out while unset
-        (null), so traces cached before those fields existed keep their keys."""
+        """The trace cache's key (:meth:`WorkloadConfig.trace_key`), with the exits format in
+        exits mode."""
         key = super().trace_key(seed)
-        key = {k: v for k, v in key.items() if not (k in KEYED_WHEN_SET and v is None)}
-        for path, default in KEYED_UNLESS_DEFAULT.items():
-            *parents, leaf = path.split(".")
-            node = key
-            for p in parents:
-                node = node[p]
-            if node.get(leaf) == default:
-                del node[leaf]
         if self.mode == "exits":
             key["exits_format"] = EXITS_FORMAT
         return key
