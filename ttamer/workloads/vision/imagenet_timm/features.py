@@ -157,8 +157,9 @@ def _epoch(
     net: MultiExitNet, feats: Features, labels: torch.Tensor, order: torch.Tensor, job: Job,
     opt: torch.optim.Optimizer, deadline: float,
 ) -> tuple[float, bool]:  # fmt: skip
-    """One pass over the features in ``order``: the mean loss, and whether the deadline passed."""
-    total, count, bs = 0.0, 0, job.config.batch_size
+    """One pass over the features in ``order``: the mean loss, and whether the deadline passed.
+    The loss is summed on the device (no synchronisation per step)."""
+    total, count, bs = torch.zeros((), device=job.device), 0, job.config.batch_size
     for start in range(0, len(order), bs):
         idx = order[start : start + bs]
         y = labels[idx]
@@ -170,10 +171,10 @@ def _epoch(
         opt.zero_grad()
         loss.backward()
         opt.step()
-        total, count = total + float(loss.detach()) * len(idx), count + len(idx)
+        total, count = total + loss.detach() * len(idx), count + len(idx)
         if time.perf_counter() > deadline:
-            return total / max(count, 1), True
-    return total / max(count, 1), False
+            return float(total) / max(count, 1), True
+    return float(total) / max(count, 1), False
 
 
 def train_heads(net: MultiExitNet, feats: Features, labels: torch.Tensor, job: Job) -> list[float]:
